@@ -1,0 +1,190 @@
+"""The container: file header, commit trailers, and finding the newest commit.
+
+Pure functions over a buffer (an mmap or bytes); the writer side lives in
+appender.py. See SPEC.md "File header", "Trailer" and "Opening a file".
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from memseg.codec import crc32c
+from memseg.errors import CorruptError, MemsegError, NotMemsegError, VersionError
+from memseg.format import (
+    FILE_HEADER,
+    FILE_HEADER_CRC_SPAN,
+    MAGIC,
+    RECORD_HEADER,
+    TRAILER,
+    TRAILER_RECORD_SIZE,
+    VERSION_MAJOR,
+    VERSION_MINOR,
+    Kind,
+)
+from memseg.framing import read_record
+
+_SCAN_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class FileHeader:
+    """The 64-byte header written once when the file is created."""
+
+    file_id: uuid.UUID
+    major: int
+    minor: int
+    created_ns: int
+
+    @property
+    def tag(self) -> int:
+        """The 64-bit value every record header of this file starts with."""
+        return file_tag(self.file_id)
+
+
+def file_tag(file_id: uuid.UUID) -> int:
+    """Records carry the first 8 bytes of the file id, so a memseg file stored
+    as a payload inside another can never be mistaken for the outer file's records."""
+    return int.from_bytes(file_id.bytes[:8], "little")
+
+
+def encode_file_header(file_id: uuid.UUID, created_ns: int) -> bytes:
+    """The header bytes of a new file."""
+    head = FILE_HEADER.pack(
+        MAGIC, VERSION_MAJOR, VERSION_MINOR, 0, file_id.bytes, created_ns, bytes(20), 0
+    )
+    return head[:FILE_HEADER_CRC_SPAN] + crc32c(head[:FILE_HEADER_CRC_SPAN]).to_bytes(4, "little")
+
+
+def parse_file_header(buf: bytes | memoryview) -> FileHeader:
+    """Validate the file header in the order SPEC.md gives."""
+    if len(buf) < len(MAGIC) or bytes(buf[: len(MAGIC)]) != MAGIC:
+        raise NotMemsegError("bad_magic", "not a memseg file", offset=0,
+                             expected=MAGIC, actual=bytes(buf[: len(MAGIC)]))
+    if len(buf) < FILE_HEADER.size:
+        raise CorruptError("short_header", "file header is cut short", offset=0,
+                           expected=FILE_HEADER.size, actual=len(buf))
+    head = bytes(buf[: FILE_HEADER.size])
+    _magic, major, minor, flags, fid, created, reserved, hcrc = FILE_HEADER.unpack(head)
+    if major != VERSION_MAJOR:
+        raise VersionError("major_version", "unsupported format version", offset=8,
+                           expected=VERSION_MAJOR, actual=major)
+    if crc32c(head[:FILE_HEADER_CRC_SPAN]) != hcrc:
+        raise CorruptError("header_crc", "file header checksum", offset=FILE_HEADER_CRC_SPAN)
+    if flags or any(reserved):
+        raise CorruptError("reserved", "reserved file header bytes must be zero", offset=12)
+    return FileHeader(uuid.UUID(bytes=fid), major, minor, created)
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """One commit: its trailer and the TOC it names."""
+
+    trailer_offset: int
+    toc_offset: int
+    seq: int
+    prev_trailer_offset: int
+    time_ns: int
+
+    @property
+    def end(self) -> int:
+        """Offset just past the trailer: the committed length of the file."""
+        return self.trailer_offset + TRAILER_RECORD_SIZE
+
+
+def encode_trailer_payload(toc_offset: int, seq: int, prev: int, time_ns: int) -> bytes:
+    """The 32-byte trailer payload."""
+    return TRAILER.pack(toc_offset, seq, prev, time_ns)
+
+
+def parse_trailer(window: bytes, offset: int, tag: int) -> Commit:
+    """Validate the trailer record whose 64 bytes (``window``) stand at ``offset``."""
+    try:
+        head, payload = read_record(window, 0, TRAILER_RECORD_SIZE, tag, Kind.TRAILER)
+    except MemsegError as exc:
+        raise type(exc)(exc.reason, exc.detail, offset=offset + (exc.offset or 0),
+                        expected=exc.expected, actual=exc.actual) from None
+    if head.raw_len != TRAILER.size or len(payload) != TRAILER.size:
+        raise CorruptError("trailer_size", offset=offset, expected=TRAILER.size, actual=head.raw_len)
+    toc_offset, seq, prev, time_ns = TRAILER.unpack(payload)
+    if not FILE_HEADER.size <= toc_offset < offset or toc_offset % 8:
+        raise CorruptError("bad_reference", "trailer's TOC offset", offset=offset,
+                           expected=f"aligned, in [{FILE_HEADER.size}, {offset})", actual=toc_offset)
+    if prev and not FILE_HEADER.size <= prev < offset:
+        raise CorruptError("bad_reference", "trailer's previous-trailer offset", offset=offset,
+                           expected=f"in [{FILE_HEADER.size}, {offset})", actual=prev)
+    if seq == 0:
+        raise CorruptError("bad_commit_seq", offset=offset, expected=">= 1", actual=seq)
+    return Commit(offset, toc_offset, seq, prev, time_ns)
+
+
+Reader = Callable[[int, int], bytes]
+
+
+def trailer_candidates(read: Reader, end: int, tag: int) -> Iterator[int]:
+    """Offsets of records that look like trailers, newest first, scanning back from ``end``.
+
+    Scans in 1 MiB chunks with numpy so a torn tail costs time proportional to
+    the torn bytes, not to the file. Reads go through ``read`` (pread), not a
+    map, so a writer cutting off the torn tail meanwhile cannot fault us.
+    """
+    hi = (end - TRAILER_RECORD_SIZE) & ~7
+    kind_at = RECORD_HEADER.size - 24  # byte 8 of the header
+    while hi >= FILE_HEADER.size:
+        lo = max(FILE_HEADER.size, hi - _SCAN_CHUNK)
+        chunk = read(lo, hi - lo + 16)
+        words = np.frombuffer(chunk, dtype="<u8", count=len(chunk) // 8)
+        for index in np.flatnonzero(words[: (hi - lo) // 8 + 1] == tag)[::-1]:
+            at = 8 * int(index)
+            if at + kind_at < len(chunk) and chunk[at + kind_at] == Kind.TRAILER:
+                yield lo + at
+        hi = lo - 8
+
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    """The newest usable commit, and what lies after it."""
+
+    commit: Commit | None
+    # Bytes after the commit (a torn tail, or damaged later commits).
+    tail_bytes: int
+    # Later trailers that were intact but whose TOC failed validation.
+    damaged_commits: tuple[tuple[int, MemsegError], ...]
+
+
+def locate_commit(
+    read: Reader,
+    size: int,
+    tag: int,
+    check_toc: Callable[[Commit], object],
+) -> Located:
+    """Find the newest commit whose trailer and TOC are intact.
+
+    The fast path reads the trailer at the end of the file (O(1)); a torn or
+    damaged tail falls back to scanning backwards. ``check_toc`` raises a
+    MemsegError if the commit's TOC is unusable.
+    """
+    damaged: list[tuple[int, MemsegError]] = []
+    last = size - TRAILER_RECORD_SIZE
+    if last >= FILE_HEADER.size and last % 8 == 0:
+        try:
+            commit = parse_trailer(read(last, TRAILER_RECORD_SIZE), last, tag)
+            check_toc(commit)
+            return Located(commit, 0, ())
+        except MemsegError:
+            pass  # torn or damaged: the scan below sorts out which
+    for offset in trailer_candidates(read, size, tag):
+        try:
+            commit = parse_trailer(read(offset, TRAILER_RECORD_SIZE), offset, tag)
+        except MemsegError:
+            continue  # a torn trailer, or bytes that merely look like one
+        try:
+            check_toc(commit)
+        except MemsegError as exc:
+            damaged.append((offset, exc))
+            continue
+        return Located(commit, size - commit.end, tuple(damaged))
+    return Located(None, size - FILE_HEADER.size, tuple(damaged))

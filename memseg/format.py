@@ -1,0 +1,149 @@
+"""The byte layout of a memseg file: magic numbers, limits and one struct per layout.
+
+Sections follow SPEC.md's headings. This module does no I/O. Every size used
+elsewhere comes from the ``struct.Struct`` objects here, never typed by hand.
+All integers are little-endian.
+"""
+
+from __future__ import annotations
+
+import struct
+from enum import IntEnum
+
+import numpy as np
+
+# --- 1. File header (SPEC.md "File header") ---------------------------------
+
+MAGIC = b"MSEG\r\n\x1a\n"
+VERSION_MAJOR = 1
+VERSION_MINOR = 0
+# magic, major, minor, flags, file_id, created_ns, reserved, header_crc
+FILE_HEADER = struct.Struct("<8sHHI16sq20sI")
+FILE_HEADER_CRC_SPAN = FILE_HEADER.size - 4
+
+# --- 2. Records (SPEC.md "Records") -------------------------------------------
+
+ALIGN = 8
+# file_tag, kind, codec, flags, stored_len, raw_len, payload_crc, reserved, header_crc
+RECORD_HEADER = struct.Struct("<QBBHIIIII")
+RECORD_HEADER_CRC_SPAN = RECORD_HEADER.size - 4
+MAX_PAYLOAD = 128 * 1024 * 1024
+# LZ4 cannot expand data by more than this factor, so a raw length above
+# stored * LZ4_MAX_RATIO + 64 is a lie and is refused before allocating.
+LZ4_MAX_RATIO = 255
+
+
+class Kind(IntEnum):
+    """Record kinds. 0 and 7..255 are reserved."""
+
+    SESSION = 1
+    BLOCK = 2
+    SNAPSHOT = 3
+    INDEX = 4
+    TOC = 5
+    TRAILER = 6
+
+
+class Codec(IntEnum):
+    """Payload codecs: a record's payload and a block's sections."""
+
+    NONE = 0
+    LZ4 = 1
+
+
+def padded(length: int) -> int:
+    """Round ``length`` up to the record alignment."""
+    return (length + ALIGN - 1) & ~(ALIGN - 1)
+
+
+def record_size(stored_len: int) -> int:
+    """Bytes a record with ``stored_len`` payload bytes occupies in the file."""
+    return RECORD_HEADER.size + padded(stored_len)
+
+
+# --- 3. Commit trailer (SPEC.md "Trailer") ------------------------------------
+
+# toc_offset, commit_seq, prev_trailer_offset, commit_time_ns
+TRAILER = struct.Struct("<QQQq")
+TRAILER_RECORD_SIZE = record_size(TRAILER.size)
+
+# --- 4. Table of contents (SPEC.md "TOC") -------------------------------------
+
+# run_count, entry_count, heap_len, reserved
+TOC_HEADER = struct.Struct("<IIII")
+# offset of an older TOC record whose inline entries form a run, its entry count
+TOC_RUN = struct.Struct("<QI4x")
+# session_id, snapshot_offset, session_offset, created_ns, last_activity_ns,
+# ended_ns, action_count, checkpoint_count, stored_bytes, state, flags,
+# name_len, status_len, reserved, meta_len, reserved
+TOC_ENTRY = struct.Struct("<16sQQqqqQQQBBHHHII")
+
+
+class State(IntEnum):
+    """A session's state as stored in TOC entries and snapshots."""
+
+    ACTIVE = 1
+    ENDED = 2
+    ARCHIVED = 3
+
+
+FLAG_HAS_ENDED = 0x01
+
+# --- 5. Session records (SPEC.md "SESSION", "SNAPSHOT", "INDEX") -------------
+
+# session_id, created_ns, name_len, reserved, meta_len
+SESSION_HEADER = struct.Struct("<16sqHHI")
+# session_id, session_offset, state, flags, status_len, kind_count,
+# action_count, checkpoint_count, created_ns, last_activity_ns, ended_ns,
+# index_offset, stored_bytes, index_block_count, recent_count
+SNAPSHOT_HEADER = struct.Struct("<16sQBBHIQQqqqQQII")
+# session_id, block_count, reserved
+INDEX_HEADER = struct.Struct("<16sII")
+# One block reference: record offset, actions in it, checkpoints in it.
+BLOCK_REF = np.dtype([("offset", "<u8"), ("actions", "<u4"), ("checkpoints", "<u4")])
+
+# --- 6. Action blocks (SPEC.md "BLOCK") ---------------------------------------
+
+# session_id, first_seq, action_count, checkpoint_count, blob_raw_len,
+# blob_stored_len, ckpt_raw_len, ckpt_stored_len, blob_codec, ckpt_codec,
+# reserved, blob_crc, ckpt_crc, columns_crc. Each section has its own CRC so a
+# reader of the columns never touches the payload bytes (SPEC.md "BLOCK").
+BLOCK_HEADER = struct.Struct("<16sQIIIIIIBB2xIII")
+BLOCK_COLUMNS_CRC_SPAN = BLOCK_HEADER.size - 4
+# id, at_seq, ts_ns, value_type, reserved, length
+CHECKPOINT_ENTRY = struct.Struct("<QQqB3xI")
+TS_DTYPE = np.dtype("<i8")
+KIND_DTYPE = np.dtype("<u2")
+FLAGS_DTYPE = np.dtype("u1")
+ENDS_DTYPE = np.dtype("<u4")
+
+
+class ValueType(IntEnum):
+    """How a payload, result or snapshot was given, so it is handed back the same way."""
+
+    BYTES = 0
+    STR = 1
+    JSON = 2
+    NONE = 3
+
+
+# Action flags: bits 0-1 the payload's ValueType, bits 2-3 the result's.
+RESULT_SHIFT = 2
+VALUE_MASK = 0x03
+
+# Blocks are cut when either bound is reached, so reading one action never
+# decompresses more than about this much.
+BLOCK_MAX_ACTIONS = 8192
+BLOCK_MAX_RAW = 1024 * 1024
+# Snapshots list recent blocks inline until this many; then an INDEX record
+# consolidates them, so reading a session touches at most two index records.
+RECENT_BLOCKS_MAX = 64
+
+MAX_NAME = 1024
+MAX_STATUS = 1024
+MAX_KIND = 255
+MAX_KINDS = 65535
+MAX_VALUE = 64 * 1024 * 1024
+
+# Temporary file a compaction writes beside the store (SPEC.md "Compaction").
+COMPACT_SUFFIX = ".compact-tmp"

@@ -1,0 +1,137 @@
+"""The file-system layer: every OS call memseg makes goes through here.
+
+Tests replace ``OS_FS`` with a simulated disk (tests/faultfs.py) that crashes,
+drops unsynced writes and injects EIO/ENOSPC, so this interface is kept narrow.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import mmap
+import os
+import time
+from typing import Protocol
+
+from memseg.errors import LockedError
+
+Buffer = bytes | memoryview | mmap.mmap
+
+
+class FileHandle(Protocol):
+    """An open file: positional reads and writes, fsync, truncate, map, lock."""
+
+    def size(self) -> int: ...
+    def read(self, offset: int, length: int) -> bytes: ...
+    def write(self, offset: int, data: bytes) -> None: ...
+    def sync(self) -> None: ...
+    def truncate(self, length: int) -> None: ...
+    def map(self, length: int) -> Buffer: ...
+    def lock(self, timeout: float) -> None: ...
+    def identity(self) -> tuple[int, int]: ...
+    def close(self) -> None: ...
+
+
+class FileSystem(Protocol):
+    """Path-level operations."""
+
+    def open(self, path: str, *, write: bool, create: bool) -> FileHandle: ...
+    def identity(self, path: str) -> tuple[int, int] | None: ...
+    def rename(self, src: str, dst: str) -> None: ...
+    def remove(self, path: str) -> None: ...
+    def sync_dir(self, path: str) -> None: ...
+    def exists(self, path: str) -> bool: ...
+
+
+class OsFile:
+    """A real file descriptor."""
+
+    def __init__(self, fd: int, path: str) -> None:
+        self._fd = fd
+        self.path = path
+
+    def size(self) -> int:
+        return os.fstat(self._fd).st_size
+
+    def read(self, offset: int, length: int) -> bytes:
+        return os.pread(self._fd, length, offset)
+
+    def write(self, offset: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(self._fd, view, offset)
+            if written <= 0:
+                raise OSError(errno.EIO, "short write")
+            view = view[written:]
+            offset += written
+
+    def sync(self) -> None:
+        # fdatasync suffices: the size change is metadata fdatasync does flush.
+        os.fdatasync(self._fd)
+
+    def truncate(self, length: int) -> None:
+        os.ftruncate(self._fd, length)
+
+    def map(self, length: int) -> Buffer:
+        if length == 0:
+            return b""
+        return mmap.mmap(self._fd, length, access=mmap.ACCESS_READ)
+
+    def lock(self, timeout: float) -> None:
+        # flock, not fcntl/lockf: POSIX record locks vanish when *any* descriptor
+        # of the file is closed in this process; flock locks belong to this open
+        # file description only, and also conflict within one process.
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockedError("locked", f"{self.path} is held by another writer") from None
+                time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
+
+    def identity(self) -> tuple[int, int]:
+        st = os.fstat(self._fd)
+        return st.st_dev, st.st_ino
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class OsFileSystem:
+    """The real file system."""
+
+    def open(self, path: str, *, write: bool, create: bool) -> FileHandle:
+        flags = os.O_RDWR if write else os.O_RDONLY
+        if create:
+            flags |= os.O_CREAT
+        return OsFile(os.open(path, flags | os.O_CLOEXEC, 0o644), path)
+
+    def identity(self, path: str) -> tuple[int, int] | None:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def rename(self, src: str, dst: str) -> None:
+        os.replace(src, dst)
+
+    def remove(self, path: str) -> None:
+        os.unlink(path)
+
+    def sync_dir(self, path: str) -> None:
+        fd = os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+
+OS_FS: FileSystem = OsFileSystem()

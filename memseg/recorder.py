@@ -1,0 +1,185 @@
+"""Recording one session: buffer actions, cut blocks, flush, end."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from memseg.blocks import PendingCheckpoint, encode_block
+from memseg.codec import encode_value
+from memseg.errors import ClosedError
+from memseg.format import (
+    BLOCK_MAX_ACTIONS,
+    BLOCK_MAX_RAW,
+    MAX_KIND,
+    MAX_KINDS,
+    MAX_VALUE,
+    RESULT_SHIFT,
+    ValueType,
+)
+
+if TYPE_CHECKING:
+    from memseg.store import Store
+
+
+@dataclass(slots=True)
+class LiveSession:
+    """A session's durable position: what its next snapshot will say."""
+
+    session_id: uuid.UUID
+    name: str | None
+    meta: bytes
+    created_ns: int
+    session_offset: int
+    action_count: int = 0
+    checkpoint_count: int = 0
+    last_activity_ns: int = 0
+    stored_bytes: int = 0
+    index_offset: int = 0
+    index_block_count: int = 0
+    index_refs: list[tuple[int, int, int]] = field(default_factory=list)
+    recent: list[tuple[int, int, int]] = field(default_factory=list)
+    kinds: dict[str, int] = field(default_factory=dict)
+    kind_counts: list[int] = field(default_factory=list)
+
+
+class Recorder:
+    """Records actions and checkpoints into one session of a writable store.
+
+    A recorder is meant for one thread at a time; several recorders of one
+    store may be used from several threads at once.
+    """
+
+    def __init__(self, store: Store, live: LiveSession) -> None:
+        self._store = store
+        self._live = live
+        self._closed = False
+        self._next_seq = live.action_count
+        self._reset_pending()
+
+    def _reset_pending(self) -> None:
+        self._first_seq = self._next_seq
+        self._ts: list[int] = []
+        self._codes: list[int] = []
+        self._flags: list[int] = []
+        self._payloads: list[bytes] = []
+        self._results: list[bytes] = []
+        self._checkpoints: list[PendingCheckpoint] = []
+        self._pending_raw = 0
+
+    @property
+    def id(self) -> uuid.UUID:
+        return self._live.session_id
+
+    @property
+    def name(self) -> str | None:
+        return self._live.name
+
+    @property
+    def action_count(self) -> int:
+        """Actions recorded so far, flushed or not."""
+        return self._next_seq
+
+    def _kind_code(self, kind: str) -> int:
+        code = self._live.kinds.get(kind)
+        if code is None:
+            if not isinstance(kind, str) or not kind:
+                raise TypeError("kind must be a non-empty str")
+            if len(kind.encode()) > MAX_KIND:
+                raise ValueError(f"kind is longer than {MAX_KIND} bytes")
+            if len(self._live.kinds) >= MAX_KINDS:
+                raise ValueError(f"a session holds at most {MAX_KINDS} kinds")
+            code = len(self._live.kinds)
+            self._live.kinds[kind] = code
+            self._live.kind_counts.append(0)
+        return code
+
+    def record(
+        self, kind: str, payload: object = None, *, result: object = None, ts_ns: int | None = None
+    ) -> int:
+        """Append one action; returns its seq. Durable after the next flush."""
+        if self._closed:
+            raise ClosedError("closed", "recorder has ended")
+        code = self._kind_code(kind)
+        ptype, pdata = encode_value(payload)
+        rtype, rdata = encode_value(result)
+        if len(pdata) + len(rdata) > MAX_VALUE:
+            raise ValueError(f"payload and result exceed {MAX_VALUE} bytes")
+        self._ts.append(time.time_ns() if ts_ns is None else int(ts_ns))
+        self._codes.append(code)
+        self._flags.append(ptype | rtype << RESULT_SHIFT)
+        self._payloads.append(pdata)
+        self._results.append(rdata)
+        self._live.kind_counts[code] += 1
+        self._pending_raw += len(pdata) + len(rdata)
+        seq = self._next_seq
+        self._next_seq += 1
+        if len(self._ts) >= BLOCK_MAX_ACTIONS or self._pending_raw >= BLOCK_MAX_RAW:
+            self._cut_block()
+        return seq
+
+    def checkpoint(self, snapshot: object, *, ts_ns: int | None = None) -> int:
+        """Record a checkpoint of state after the actions so far, and flush (a durable point)."""
+        if self._closed:
+            raise ClosedError("closed", "recorder has ended")
+        vtype, data = encode_value(snapshot)
+        if vtype == ValueType.NONE:
+            raise ValueError("a checkpoint needs a snapshot")
+        if len(data) > MAX_VALUE:
+            raise ValueError(f"snapshot exceeds {MAX_VALUE} bytes")
+        cid = self._live.checkpoint_count + len(self._checkpoints)
+        ts = time.time_ns() if ts_ns is None else int(ts_ns)
+        self._checkpoints.append(PendingCheckpoint(cid, self._next_seq, ts, vtype, data))
+        self.flush()
+        return cid
+
+    def _cut_block(self) -> None:
+        """Encode what is buffered into a block record (appended, not yet committed)."""
+        if not self._ts and not self._checkpoints:
+            return
+        data = encode_block(self._live.session_id, self._first_seq, self._ts, self._codes,
+                            self._flags, self._payloads, self._results, self._checkpoints)
+        last_ts = max(self._ts[-1] if self._ts else 0,
+                      self._checkpoints[-1].ts_ns if self._checkpoints else 0)
+        self._store._append_block(self._live, data, len(self._ts), len(self._checkpoints), last_ts)
+        self._reset_pending()
+
+    def flush(self) -> None:
+        """Make everything recorded so far durable; returns after the commit."""
+        if self._closed:
+            raise ClosedError("closed", "recorder has ended")
+        self._cut_block()
+        self._store._flush_session(self._live, status=None, end=False)
+
+    def end(self, status: str | None = "ok") -> None:
+        """Seal the session: flush, mark it ended, commit. The recorder is closed after."""
+        if self._closed:
+            raise ClosedError("closed", "recorder has ended")
+        self._cut_block()
+        self._store._flush_session(self._live, status=status, end=True)
+        self._closed = True
+        self._store._forget(self)
+
+    def _close_for_store(self) -> None:
+        """The store is closing: make buffered actions durable, leave the session active."""
+        if not self._closed:
+            self._cut_block()
+            self._store._flush_session(self._live, status=None, end=False)
+            self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._closed:
+            self.end(status="ok" if exc_type is None else "error")

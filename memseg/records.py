@@ -1,0 +1,153 @@
+"""Per-session records: SESSION (identity), SNAPSHOT (where a session stands),
+INDEX (a consolidated list of its blocks). Encode and decode side by side."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from memseg.codec import utf8
+from memseg.errors import CorruptError
+from memseg.format import (
+    BLOCK_REF,
+    FILE_HEADER,
+    FLAG_HAS_ENDED,
+    INDEX_HEADER,
+    MAX_KIND,
+    MAX_KINDS,
+    MAX_NAME,
+    MAX_STATUS,
+    SESSION_HEADER,
+    SNAPSHOT_HEADER,
+    State,
+)
+
+BlockRefs = npt.NDArray[np.void]
+_STATES = frozenset(int(s) for s in State)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """Written once when a session starts."""
+
+    session_id: uuid.UUID
+    created_ns: int
+    name: str | None
+    meta: bytes
+
+
+def encode_session(rec: SessionRecord) -> bytes:
+    name = rec.name.encode() if rec.name is not None else b""
+    flags = 1 if rec.name is not None else 0
+    return SESSION_HEADER.pack(rec.session_id.bytes, rec.created_ns, len(name), flags,
+                               len(rec.meta)) + name + rec.meta
+
+
+def decode_session(payload: bytes, offset: int) -> SessionRecord:
+    if len(payload) < SESSION_HEADER.size:
+        raise CorruptError("session_layout", "shorter than its header", offset=offset)
+    sid, created, name_len, flags, meta_len = SESSION_HEADER.unpack_from(payload)
+    expected = SESSION_HEADER.size + name_len + meta_len
+    if flags > 1 or name_len > MAX_NAME or expected != len(payload):
+        raise CorruptError("session_layout", "lengths or flags", offset=offset,
+                           expected=expected, actual=len(payload))
+    name = utf8(payload[SESSION_HEADER.size : SESSION_HEADER.size + name_len], offset, "name")
+    return SessionRecord(uuid.UUID(bytes=sid), created, name if flags else None,
+                         payload[SESSION_HEADER.size + name_len :])
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Where a session stands at a flush: counts, kind dictionary, and its blocks."""
+
+    session_id: uuid.UUID
+    session_offset: int
+    state: State
+    status: str | None
+    action_count: int
+    checkpoint_count: int
+    created_ns: int
+    last_activity_ns: int
+    ended_ns: int | None
+    index_offset: int
+    index_block_count: int
+    stored_bytes: int
+    recent: BlockRefs
+    kinds: tuple[str, ...]
+    kind_counts: tuple[int, ...]
+
+
+def encode_snapshot(s: Snapshot) -> bytes:
+    status = s.status.encode() if s.status is not None else b""
+    flags = (FLAG_HAS_ENDED if s.ended_ns is not None else 0) | (2 if s.status is not None else 0)
+    names = [k.encode() for k in s.kinds]
+    head = SNAPSHOT_HEADER.pack(
+        s.session_id.bytes, s.session_offset, s.state, flags, len(status), len(names),
+        s.action_count, s.checkpoint_count, s.created_ns, s.last_activity_ns, s.ended_ns or 0,
+        s.index_offset, s.stored_bytes, s.index_block_count, len(s.recent),
+    )
+    return b"".join([
+        head,
+        np.ascontiguousarray(s.recent, dtype=BLOCK_REF).tobytes(),
+        np.asarray(s.kind_counts, dtype="<u8").tobytes(),
+        bytes(len(n) for n in names),
+        *names,
+        status,
+    ])
+
+
+def decode_snapshot(payload: bytes, offset: int) -> Snapshot:
+    size = len(payload)
+    if size < SNAPSHOT_HEADER.size:
+        raise CorruptError("snapshot_layout", "shorter than its header", offset=offset)
+    (sid, sess_off, state, flags, status_len, kind_count, actions, ckpts, created, last,
+     ended, index_off, stored, index_blocks, recent_count) = SNAPSHOT_HEADER.unpack_from(payload)
+    if state not in _STATES or flags > 3 or kind_count > MAX_KINDS or status_len > MAX_STATUS:
+        raise CorruptError("snapshot_layout", "state, flags or counts", offset=offset)
+    if not FILE_HEADER.size <= sess_off < offset or (index_off and not sess_off < index_off < offset):
+        raise CorruptError("bad_reference", "snapshot's session or index offset", offset=offset)
+    pos = SNAPSHOT_HEADER.size
+    fixed_end = pos + recent_count * BLOCK_REF.itemsize + kind_count * 9
+    if fixed_end > size:
+        raise CorruptError("snapshot_layout", "counts exceed the payload", offset=offset,
+                           expected=f">= {fixed_end}", actual=size)
+    recent = np.frombuffer(payload, BLOCK_REF, recent_count, pos).copy()
+    pos += recent_count * BLOCK_REF.itemsize
+    counts = np.frombuffer(payload, "<u8", kind_count, pos)
+    pos += kind_count * 8
+    lengths = payload[pos : pos + kind_count]
+    pos += kind_count
+    kinds: list[str] = []
+    for n in lengths:
+        if n > MAX_KIND or pos + n > size:
+            raise CorruptError("snapshot_layout", "kind name", offset=offset)
+        kinds.append(utf8(payload[pos : pos + n], offset, "kind"))
+        pos += n
+    if pos + status_len != size:
+        raise CorruptError("snapshot_layout", "length does not match contents", offset=offset,
+                           expected=pos + status_len, actual=size)
+    status = utf8(payload[pos:], offset, "status") if flags & 2 else None
+    return Snapshot(
+        uuid.UUID(bytes=sid), sess_off, State(state), status, actions, ckpts, created, last,
+        ended if flags & FLAG_HAS_ENDED else None, index_off, index_blocks, stored, recent,
+        tuple(kinds), tuple(int(c) for c in counts),
+    )
+
+
+def encode_index(session_id: uuid.UUID, refs: BlockRefs) -> bytes:
+    return INDEX_HEADER.pack(session_id.bytes, len(refs), 0) + np.ascontiguousarray(
+        refs, dtype=BLOCK_REF).tobytes()
+
+
+def decode_index(payload: bytes, offset: int) -> tuple[uuid.UUID, BlockRefs]:
+    if len(payload) < INDEX_HEADER.size:
+        raise CorruptError("index_layout", "shorter than its header", offset=offset)
+    sid, count, reserved = INDEX_HEADER.unpack_from(payload)
+    expected = INDEX_HEADER.size + count * BLOCK_REF.itemsize
+    if reserved or expected != len(payload):
+        raise CorruptError("index_layout", "count does not match length", offset=offset,
+                           expected=expected, actual=len(payload))
+    return uuid.UUID(bytes=sid), np.frombuffer(payload, BLOCK_REF, count, INDEX_HEADER.size)

@@ -1,0 +1,468 @@
+"""The Store: open a file for reading (a fixed snapshot) or for appending (one writer)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import uuid
+from types import TracebackType
+from typing import Any, Literal
+
+import numpy as np
+
+from memseg.codec import json_bytes
+from memseg.container import (
+    Commit,
+    FileHeader,
+    Located,
+    encode_file_header,
+    encode_trailer_payload,
+    locate_commit,
+    parse_file_header,
+)
+from memseg.errors import (
+    ClosedError,
+    CorruptError,
+    ReadOnlyError,
+    StateError,
+    WriteFailedError,
+)
+from memseg.format import (
+    BLOCK_REF,
+    COMPACT_SUFFIX,
+    FILE_HEADER,
+    MAGIC,
+    MAX_NAME,
+    MAX_STATUS,
+    RECENT_BLOCKS_MAX,
+    Codec,
+    Kind,
+    State,
+)
+from memseg.framing import encode_record, frame
+from memseg.fs import OS_FS, Buffer, FileHandle, FileSystem
+from memseg.model import SessionInfo
+from memseg.recorder import LiveSession, Recorder
+from memseg.records import (
+    SessionRecord,
+    Snapshot,
+    encode_index,
+    encode_session,
+    encode_snapshot,
+)
+from memseg.toc import Run, TocEntry, TocState, encode_toc, load_toc, plan_commit
+from memseg.view import Session, View, find_entry, load_block_refs
+
+SyncMode = Literal["commit", "none"]
+PathLike = str | os.PathLike[str]
+
+
+def _close_buffer(buf: Buffer) -> None:
+    """Close a map unless the caller still holds arrays on it (then GC closes it later)."""
+    close = getattr(buf, "close", None)
+    if close is not None:
+        with contextlib.suppress(BufferError):
+            close()
+
+
+def read_view(fs: FileSystem, path: str) -> tuple[View, Located, Buffer]:
+    """Map ``path`` read-only and locate its newest intact commit."""
+    fh = fs.open(path, write=False, create=False)
+    try:
+        size = fh.size()
+        header = parse_file_header(fh.read(0, FILE_HEADER.size))
+        buf = fh.map(size)
+        view, located = _view_of(fh, buf, size, header)
+        return view, located, buf
+    finally:
+        fh.close()
+
+
+def _view_of(fh: FileHandle, buf: Buffer, size: int, header: FileHeader) -> tuple[View, Located]:
+    tag = header.tag
+    states: dict[int, TocState] = {}
+    view_buf = memoryview(buf)
+
+    def check(commit: Commit) -> None:
+        states[commit.trailer_offset] = load_toc(view_buf, commit.toc_offset, commit.trailer_offset, tag)
+
+    located = locate_commit(fh.read, size, tag, check)
+    commit = located.commit
+    if commit is None:
+        return View(view_buf[: FILE_HEADER.size], header, None, {}, FILE_HEADER.size), located
+    view = View(view_buf[: commit.end], header, commit,
+                states[commit.trailer_offset].entries, commit.end)
+    return view, located
+
+
+class Store:
+    """A memseg file opened for reading (mode "r") or appending (mode "a")."""
+
+    def __init__(self, path: PathLike, mode: str = "r", *, sync: SyncMode = "commit",
+                 lock_timeout: float = 0.0, fs: FileSystem | None = None) -> None:
+        if mode not in ("r", "a"):
+            raise ValueError(f"mode must be 'r' or 'a', not {mode!r}")
+        if sync not in ("commit", "none"):
+            raise ValueError(f"sync must be 'commit' or 'none', not {sync!r}")
+        if lock_timeout < 0:
+            raise ValueError("lock_timeout must be >= 0")
+        self.path = os.fspath(path)
+        self.mode = mode
+        self.sync = sync
+        self._fs = fs or OS_FS
+        self._buffers: list[Buffer] = []
+        self._closed = False
+        self._fh: FileHandle | None = None
+        self._located: Located
+        if mode == "r":
+            self._view, self._located, buf = read_view(self._fs, self.path)
+            self._buffers.append(buf)
+        else:
+            self._open_writer(lock_timeout)
+
+    # --- opening for writing ----------------------------------------------
+
+    def _open_writer(self, lock_timeout: float) -> None:
+        fh = self._lock(lock_timeout)
+        try:
+            size = fh.size()
+            if size < FILE_HEADER.size and fh.read(0, size) == MAGIC[:size]:
+                # New, or a creation that died before its header was whole.
+                fh.truncate(0)
+                header = FileHeader(uuid.uuid4(), 1, 0, time.time_ns())
+                fh.write(0, encode_file_header(header.file_id, header.created_ns))
+                fh.sync()
+                self._fs.sync_dir(os.path.dirname(os.path.abspath(self.path)))
+                size = FILE_HEADER.size
+            header = parse_file_header(fh.read(0, FILE_HEADER.size))
+            buf = fh.map(size)
+            view, located = _view_of(fh, buf, size, header)
+            _close_buffer(buf)
+            if located.damaged_commits:
+                offset, exc = located.damaged_commits[0]
+                raise CorruptError(
+                    "damaged_commit", f"a later commit is damaged ({exc}); "
+                    "refusing to append over it: read it with mode 'r' or salvage it",
+                    offset=offset)
+            committed = located.commit.end if located.commit else FILE_HEADER.size
+            if committed < size:
+                fh.truncate(committed)  # the torn tail of a writer that died
+                fh.sync()
+            stale = self.path + COMPACT_SUFFIX
+            if self._fs.exists(stale):
+                self._fs.remove(stale)
+        except BaseException:
+            fh.close()
+            raise
+        self._fh = fh
+        self._header = header
+        self._tag = header.tag
+        self._located = located
+        self._commit = located.commit
+        self._end = committed
+        if located.commit is None:
+            self._toc = TocState({}, [])
+        else:
+            self._toc = load_toc(view.buf, located.commit.toc_offset,
+                                 located.commit.trailer_offset, self._tag)
+        self._dirty: set[uuid.UUID] = set()
+        self._recorders: dict[uuid.UUID, Recorder] = {}
+        self._mutex = threading.RLock()
+        self._commit_lock = threading.Lock()
+        self._ticket = 0
+        self._durable_ticket = 0
+        self._failed: WriteFailedError | None = None
+        self._view_cache: View | None = None
+
+    def _lock(self, timeout: float) -> FileHandle:
+        """Open and lock the file, retrying if the path was renamed over meanwhile."""
+        deadline = time.monotonic() + timeout
+        while True:
+            fh = self._fs.open(self.path, write=True, create=True)
+            try:
+                fh.lock(max(0.0, deadline - time.monotonic()))
+            except BaseException:
+                fh.close()
+                raise
+            # A lock on an inode that a rename has since replaced protects nothing.
+            if self._fs.identity(self.path) == fh.identity():
+                return fh
+            fh.close()
+
+    # --- reading ----------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("closed", "store is closed")
+
+    def _current(self) -> View:
+        self._check_open()
+        if self.mode == "r":
+            return self._view
+        with self._mutex:
+            cached = self._view_cache
+            if cached is None or cached.limit != self._end:
+                assert self._fh is not None
+                buf = self._fh.map(self._end)
+                self._buffers.append(buf)
+                cached = View(memoryview(buf)[: self._end], self._header, self._commit,
+                              dict(self._toc.entries), self._end)
+                self._view_cache = cached
+            return cached
+
+    def sessions(self) -> list[SessionInfo]:
+        """Every session, oldest first (reads only the table of contents)."""
+        return self._current().infos()
+
+    def session(self, key: uuid.UUID | str) -> Session:
+        """One session by UUID, UUID string or unique name; KeyError if none."""
+        return self._current().session(key)
+
+    def refresh(self) -> None:
+        """See the newest commit (readers see a fixed snapshot until they call this)."""
+        self._check_open()
+        if self.mode == "r":
+            self._view, self._located, buf = read_view(self._fs, self.path)
+            self._buffers.append(buf)
+
+    @property
+    def file_id(self) -> uuid.UUID:
+        return self._current().header.file_id
+
+    @property
+    def commit(self) -> Commit | None:
+        """The commit this store shows (None for a file with no commit yet)."""
+        return self._current().commit
+
+    @property
+    def tail_bytes(self) -> int:
+        """Bytes after the shown commit when it was opened: a torn tail or damaged commits."""
+        return self._located.tail_bytes
+
+    @property
+    def located(self) -> Located:
+        """How the shown commit was found (tail bytes, damaged later commits)."""
+        return self._located
+
+    # --- writing ----------------------------------------------------------
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self.mode != "a":
+            raise ReadOnlyError("read_only", "store was opened read-only (mode 'r')")
+        if self._failed is not None:
+            raise WriteFailedError("write_failed",
+                                   f"an earlier write failed ({self._failed.detail}); reopen")
+
+    def _fail(self, exc: OSError) -> WriteFailedError:
+        """Refuse all further writes and cut what the failed commit left behind."""
+        self._failed = WriteFailedError("write_failed", f"{exc.strerror or exc}")
+        assert self._fh is not None
+        # If this fails too, the next writer's open cuts the torn tail instead.
+        with contextlib.suppress(OSError):
+            self._fh.truncate(self._commit.end if self._commit else FILE_HEADER.size)
+        return self._failed
+
+    def _append(self, record: bytes) -> int:
+        """Append one framed record; caller holds the mutex."""
+        assert self._fh is not None
+        offset = self._end
+        try:
+            self._fh.write(offset, record)
+        except OSError as exc:
+            raise self._fail(exc) from exc
+        self._end = offset + len(record)
+        return offset
+
+    def start_session(self, name: str | None = None, meta: dict[str, Any] | None = None,
+                      session_id: uuid.UUID | str | None = None) -> Recorder:
+        """Begin recording a new session; returns its Recorder."""
+        if name is not None and (not isinstance(name, str) or len(name.encode()) > MAX_NAME):
+            raise ValueError(f"name must be a str of at most {MAX_NAME} bytes")
+        if meta is not None and not isinstance(meta, dict):
+            raise TypeError("meta must be a dict (a JSON object)")
+        sid = uuid.UUID(str(session_id)) if session_id is not None else uuid.uuid4()
+        meta_bytes = json_bytes(meta or {})
+        created = time.time_ns()
+        with self._mutex:
+            self._check_writable()
+            if sid in self._toc.entries:
+                raise ValueError(f"session {sid} already exists")
+            record = encode_record(self._tag, Kind.SESSION,
+                                   encode_session(SessionRecord(sid, created, name, meta_bytes)))
+            offset = self._append(record)
+            live = LiveSession(sid, name, meta_bytes, created, offset,
+                               last_activity_ns=created, stored_bytes=len(record))
+            self._stage_snapshot(live, None, end=False)
+            rec = Recorder(self, live)
+            self._recorders[sid] = rec
+        return rec
+
+    def resume(self, key: uuid.UUID | str) -> Recorder:
+        """Continue recording an active session (one whose writer died, or was closed)."""
+        view = self._current()
+        self._check_writable()
+        entry = find_entry(view.entries, key)
+        if entry.state != State.ACTIVE:
+            raise StateError("not_active", f"session {entry.session_id} is "
+                             f"{State(entry.state).name.lower()}, only active sessions resume")
+        with self._mutex:
+            if entry.session_id in self._recorders:
+                raise StateError("busy", f"session {entry.session_id} is being recorded")
+            snap, refs = load_block_refs(view, entry)
+            as_tuples = [(int(r["offset"]), int(r["actions"]), int(r["checkpoints"])) for r in refs]
+            live = LiveSession(
+                entry.session_id, entry.name, entry.meta, entry.created_ns, entry.session_offset,
+                action_count=snap.action_count, checkpoint_count=snap.checkpoint_count,
+                last_activity_ns=snap.last_activity_ns, stored_bytes=snap.stored_bytes,
+                index_offset=snap.index_offset, index_block_count=snap.index_block_count,
+                index_refs=as_tuples[: snap.index_block_count],
+                recent=as_tuples[snap.index_block_count :],
+                kinds={k: i for i, k in enumerate(snap.kinds)},
+                kind_counts=list(snap.kind_counts),
+            )
+            rec = Recorder(self, live)
+            self._recorders[entry.session_id] = rec
+        return rec
+
+    def _append_block(self, live: LiveSession, data: bytes, actions: int, checkpoints: int,
+                      last_ts: int) -> None:
+        record = frame(self._tag, Kind.BLOCK, Codec.NONE, data, len(data))
+        with self._mutex:
+            self._check_writable()
+            offset = self._append(record)
+            live.recent.append((offset, actions, checkpoints))
+            live.action_count += actions
+            live.checkpoint_count += checkpoints
+            live.stored_bytes += len(record)
+            live.last_activity_ns = max(live.last_activity_ns, last_ts)
+
+    def _stage_snapshot(self, live: LiveSession, status: str | None, *, end: bool) -> int:
+        """Write the session's snapshot and stage its TOC entry; returns the commit ticket."""
+        if status is not None and (not isinstance(status, str)
+                                   or len(status.encode()) > MAX_STATUS):
+            raise ValueError(f"status must be a str of at most {MAX_STATUS} bytes")
+        with self._mutex:
+            self._check_writable()
+            if (end or len(live.recent) >= RECENT_BLOCKS_MAX) and live.recent:
+                refs = np.array(live.index_refs + live.recent, dtype=BLOCK_REF)
+                record = encode_record(self._tag, Kind.INDEX, encode_index(live.session_id, refs))
+                live.index_offset = self._append(record)
+                live.stored_bytes += len(record)
+                live.index_refs += live.recent
+                live.index_block_count = len(live.index_refs)
+                live.recent = []
+            ended_ns = time.time_ns() if end else None
+            if ended_ns is not None:
+                live.last_activity_ns = max(live.last_activity_ns, ended_ns)
+            state = State.ENDED if end else State.ACTIVE
+            kinds = tuple(live.kinds)
+            snap = Snapshot(
+                live.session_id, live.session_offset, state, status, live.action_count,
+                live.checkpoint_count, live.created_ns, live.last_activity_ns, ended_ns,
+                live.index_offset, live.index_block_count, 0,
+                np.array(live.recent, dtype=BLOCK_REF), kinds, tuple(live.kind_counts),
+            )
+            payload = encode_snapshot(snap)
+            # stored_bytes counts the snapshot itself, so compute its size first.
+            record = encode_record(self._tag, Kind.SNAPSHOT, payload)
+            offset = self._append(record)
+            live.stored_bytes += len(record)
+            self._toc.entries[live.session_id] = TocEntry(
+                live.session_id, offset, live.session_offset, live.created_ns,
+                live.last_activity_ns, ended_ns, live.action_count, live.checkpoint_count,
+                live.stored_bytes, state, live.name, status, live.meta,
+            )
+            self._dirty.add(live.session_id)
+            self._ticket += 1
+            return self._ticket
+
+    def _flush_session(self, live: LiveSession, status: str | None, *, end: bool) -> None:
+        self._commit_through(self._stage_snapshot(live, status, end=end))
+
+    def _forget(self, rec: Recorder) -> None:
+        with self._mutex:
+            self._recorders.pop(rec.id, None)
+
+    def _commit_through(self, ticket: int) -> None:
+        """Commit everything staged up to ``ticket``; concurrent callers share one commit."""
+        with self._commit_lock:
+            if self._durable_ticket >= ticket:
+                return  # a commit that started after our staging covered us
+            with self._mutex:
+                self._check_writable()
+                covered = self._ticket
+                runs, ids = plan_commit(self._toc, self._dirty)
+                payload = encode_toc(runs, [self._toc.entries[i] for i in ids])
+                toc_offset = self._append(encode_record(self._tag, Kind.TOC, payload))
+                self._dirty.clear()
+                kept = {r.offset: ids_ for r, ids_ in self._toc.runs}
+                new_runs = [(Run(toc_offset, len(ids)), frozenset(ids))]
+                new_runs += [(r, kept[r.offset]) for r in runs]
+            assert self._fh is not None
+            seq = (self._commit.seq if self._commit else 0) + 1
+            prev = self._commit.trailer_offset if self._commit else 0
+            try:
+                # Two syncs: the TOC and everything before it must be durable
+                # before a trailer can make them visible (SPEC.md "Commit protocol").
+                if self.sync == "commit":
+                    self._fh.sync()
+                with self._mutex:
+                    now = time.time_ns()
+                    trailer = frame(self._tag, Kind.TRAILER, Codec.NONE,
+                                    encode_trailer_payload(toc_offset, seq, prev, now), 32)
+                    trailer_offset = self._append(trailer)
+                if self.sync == "commit":
+                    self._fh.sync()
+            except OSError as exc:
+                with self._mutex:
+                    raise self._fail(exc) from exc
+            with self._mutex:
+                self._toc.runs = new_runs
+                self._commit = Commit(trailer_offset, toc_offset, seq, prev, now)
+                self._durable_ticket = covered
+
+    def commit_staged(self) -> None:
+        """Commit whatever is staged (flushes commit on their own; this is rarely needed)."""
+        self._check_writable()
+        with self._mutex:
+            ticket = self._ticket
+        self._commit_through(ticket)
+
+    # --- closing ----------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush open recorders (their sessions stay active), commit, unlock, unmap."""
+        if self._closed:
+            return
+        try:
+            if self.mode == "a" and self._failed is None:
+                for rec in list(self._recorders.values()):
+                    rec._close_for_store()
+                self._recorders.clear()
+        finally:
+            self._closed = True
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
+            for buf in self._buffers:
+                _close_buffer(buf)
+            self._buffers.clear()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<memseg.Store {self.path!r} mode={self.mode!r}>"
+
+
+def open(path: PathLike, mode: str = "r", *, sync: SyncMode = "commit",
+         lock_timeout: float = 0.0, fs: FileSystem | None = None) -> Store:
+    """Open a memseg file: "r" for a read-only snapshot, "a" to append (creating it if missing)."""
+    return Store(path, mode, sync=sync, lock_timeout=lock_timeout, fs=fs)

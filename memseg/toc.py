@@ -1,0 +1,183 @@
+"""The table of contents: one entry per session, stored as a log of runs.
+
+Each commit writes a TOC record holding the entries changed since the last
+commit plus the offsets of older TOC records ("runs") that, together, hold the
+current state. Runs are merged like a binary counter (SPEC.md "TOC"), so a
+commit rewrites O(log n) entries on average and open reads O(log n) records.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from memseg.codec import utf8
+from memseg.errors import CorruptError
+from memseg.format import (
+    FILE_HEADER,
+    FLAG_HAS_ENDED,
+    MAX_NAME,
+    MAX_STATUS,
+    TOC_ENTRY,
+    TOC_HEADER,
+    TOC_RUN,
+    Kind,
+    State,
+)
+from memseg.framing import read_record
+
+FLAG_HAS_NAME = 0x02
+FLAG_HAS_STATUS = 0x04
+_KNOWN_FLAGS = FLAG_HAS_ENDED | FLAG_HAS_NAME | FLAG_HAS_STATUS
+_STATES = frozenset(int(s) for s in State)
+
+
+@dataclass(frozen=True, slots=True)
+class TocEntry:
+    """The current state of one session, as the TOC records it."""
+
+    session_id: uuid.UUID
+    snapshot_offset: int
+    session_offset: int
+    created_ns: int
+    last_activity_ns: int
+    ended_ns: int | None
+    action_count: int
+    checkpoint_count: int
+    stored_bytes: int
+    state: State
+    name: str | None
+    status: str | None
+    meta: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """An older TOC record whose inline entries are part of the current state."""
+
+    offset: int
+    count: int
+
+
+def encode_toc(runs: Sequence[Run], entries: Iterable[TocEntry]) -> bytes:
+    """TOC payload: header, runs (newest first), fixed entries, then the string heap."""
+    fixed: list[bytes] = []
+    heap: list[bytes] = []
+    for e in entries:
+        name = e.name.encode() if e.name is not None else b""
+        status = e.status.encode() if e.status is not None else b""
+        flags = (
+            (FLAG_HAS_ENDED if e.ended_ns is not None else 0)
+            | (FLAG_HAS_NAME if e.name is not None else 0)
+            | (FLAG_HAS_STATUS if e.status is not None else 0)
+        )
+        fixed.append(TOC_ENTRY.pack(
+            e.session_id.bytes, e.snapshot_offset, e.session_offset, e.created_ns,
+            e.last_activity_ns, e.ended_ns or 0, e.action_count, e.checkpoint_count,
+            e.stored_bytes, e.state, flags, len(name), len(status), 0, len(e.meta), 0,
+        ))
+        heap += (name, status, e.meta)
+    heap_bytes = b"".join(heap)
+    head = TOC_HEADER.pack(len(runs), len(fixed), len(heap_bytes), 0)
+    run_bytes = b"".join(TOC_RUN.pack(r.offset, r.count) for r in runs)
+    return head + run_bytes + b"".join(fixed) + heap_bytes
+
+
+def decode_toc(payload: bytes, offset: int) -> tuple[list[Run], list[TocEntry]]:
+    """Parse and check a TOC payload; ``offset`` is the TOC record's offset."""
+    if len(payload) < TOC_HEADER.size:
+        raise CorruptError("toc_layout", "TOC shorter than its header", offset=offset)
+    run_count, entry_count, heap_len, reserved = TOC_HEADER.unpack_from(payload)
+    expected = TOC_HEADER.size + run_count * TOC_RUN.size + entry_count * TOC_ENTRY.size + heap_len
+    if reserved or expected != len(payload):
+        raise CorruptError("toc_layout", "TOC counts do not add up to its length", offset=offset,
+                           expected=expected, actual=len(payload))
+    pos = TOC_HEADER.size
+    runs: list[Run] = []
+    previous = offset
+    for run_off, count in TOC_RUN.iter_unpack(payload[pos : pos + run_count * TOC_RUN.size]):
+        # Strictly decreasing offsets: no run repeats, and none points forward or at itself.
+        if not FILE_HEADER.size <= run_off < previous or run_off % 8:
+            raise CorruptError("bad_reference", "TOC run offset", offset=offset,
+                               expected=f"aligned, in [{FILE_HEADER.size}, {previous})",
+                               actual=run_off)
+        runs.append(Run(run_off, count))
+        previous = run_off
+    pos += run_count * TOC_RUN.size
+    heap_pos = pos + entry_count * TOC_ENTRY.size
+    entries: list[TocEntry] = []
+    for fields in TOC_ENTRY.iter_unpack(payload[pos:heap_pos]):
+        (sid, snap, sess, created, last, ended, actions, ckpts, stored, state, flags,
+         name_len, status_len, res1, meta_len, res2) = fields
+        if state not in _STATES or flags & ~_KNOWN_FLAGS or res1 or res2:
+            raise CorruptError("toc_entry", "bad state, flags or reserved field", offset=offset)
+        if not FILE_HEADER.size <= sess <= snap < offset:
+            raise CorruptError("bad_reference", "TOC entry's record offsets", offset=offset,
+                               expected=f"session <= snapshot < {offset}", actual=(sess, snap))
+        if name_len > MAX_NAME or status_len > MAX_STATUS:
+            raise CorruptError("toc_entry", "name or status too long", offset=offset)
+        end = heap_pos + name_len + status_len + meta_len
+        if end > len(payload):
+            raise CorruptError("toc_layout", "entry strings past the heap", offset=offset)
+        name = utf8(payload[heap_pos : heap_pos + name_len], offset, "name")
+        status = utf8(payload[heap_pos + name_len : heap_pos + name_len + status_len], offset,
+                      "status")
+        meta = payload[heap_pos + name_len + status_len : end]
+        heap_pos = end
+        entries.append(TocEntry(
+            uuid.UUID(bytes=sid), snap, sess, created, last,
+            ended if flags & FLAG_HAS_ENDED else None, actions, ckpts, stored, State(state),
+            name if flags & FLAG_HAS_NAME else None,
+            status if flags & FLAG_HAS_STATUS else None, meta,
+        ))
+    if heap_pos != len(payload):
+        raise CorruptError("toc_layout", "heap length does not match its strings", offset=offset)
+    return runs, entries
+
+
+@dataclass(slots=True)
+class TocState:
+    """Every session's entry, and the runs the newest TOC is made of."""
+
+    entries: dict[uuid.UUID, TocEntry]
+    # Newest first, each with the ids it holds (the writer needs them to merge).
+    runs: list[tuple[Run, frozenset[uuid.UUID]]]
+
+
+def load_toc(buf: bytes | memoryview, toc_offset: int, limit: int, tag: int) -> TocState:
+    """Read the TOC record at ``toc_offset`` (ending by ``limit``) and the runs it names."""
+    _, payload = read_record(buf, toc_offset, limit, tag, Kind.TOC)
+    runs, inline = decode_toc(payload, toc_offset)
+    entries: dict[uuid.UUID, TocEntry] = {}
+    loaded: list[tuple[Run, frozenset[uuid.UUID]]] = [
+        (Run(toc_offset, len(inline)), frozenset(e.session_id for e in inline))
+    ]
+    for run in reversed(runs):  # oldest first, so newer entries win
+        _, run_payload = read_record(buf, run.offset, toc_offset, tag, Kind.TOC)
+        _, run_entries = decode_toc(run_payload, run.offset)
+        if len(run_entries) != run.count:
+            raise CorruptError("toc_run", "run entry count", offset=run.offset,
+                               expected=run.count, actual=len(run_entries))
+        for e in run_entries:
+            entries[e.session_id] = e
+        loaded.insert(1, (run, frozenset(e.session_id for e in run_entries)))
+    for e in inline:
+        entries[e.session_id] = e
+    return TocState(entries, loaded)
+
+
+def plan_commit(
+    state: TocState, changed: set[uuid.UUID]
+) -> tuple[list[Run], list[uuid.UUID]]:
+    """Choose the runs a new TOC keeps and the ids it writes inline.
+
+    While the new run is at least half the size of the newest existing run,
+    that run is folded into it, so run sizes at least double with age: open
+    reads O(log n) runs and each entry is rewritten O(log n) times.
+    """
+    pending = set(changed)
+    runs = list(state.runs)
+    while runs and 2 * len(pending) >= runs[0][0].count:
+        pending |= runs.pop(0)[1]
+    return [r for r, _ in runs], sorted(pending, key=lambda i: i.bytes)

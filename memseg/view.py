@@ -1,0 +1,264 @@
+"""Reading a committed state: sessions, their actions and checkpoints.
+
+A ``View`` is immutable: the mapped bytes plus the TOC of one commit. Session
+objects keep their View (and so the map) alive, so arrays handed out stay
+valid after the store is refreshed or closed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import overload
+
+import numpy as np
+import numpy.typing as npt
+
+from memseg.blocks import BlockView
+from memseg.codec import json_object
+from memseg.container import Commit, FileHeader
+from memseg.errors import CorruptError
+from memseg.format import BLOCK_REF, RESULT_SHIFT, VALUE_MASK, Kind
+from memseg.framing import parse_header, read_record
+from memseg.model import Action, Checkpoint, SessionInfo, SessionState
+from memseg.records import BlockRefs, Snapshot, decode_index, decode_snapshot
+from memseg.toc import TocEntry
+
+_BLOCK_CACHE = 8
+
+
+def session_info(e: TocEntry) -> SessionInfo:
+    """The public view of a TOC entry."""
+    return SessionInfo(
+        id=e.session_id, name=e.name, state=SessionState.from_code(e.state),
+        meta=json_object(e.meta, e.session_offset), created_ns=e.created_ns,
+        ended_ns=e.ended_ns, last_activity_ns=e.last_activity_ns, status=e.status,
+        action_count=e.action_count, checkpoint_count=e.checkpoint_count,
+        stored_bytes=e.stored_bytes,
+    )
+
+
+def find_entry(entries: Mapping[uuid.UUID, TocEntry], key: object) -> TocEntry:
+    """Resolve a UUID, a UUID string or a unique session name; KeyError if none."""
+    if isinstance(key, uuid.UUID):
+        found = entries.get(key)
+        if found is None:
+            raise KeyError(key)
+        return found
+    if not isinstance(key, str):
+        raise TypeError(f"session key must be a UUID or str, not {type(key).__name__}")
+    try:
+        by_id = entries.get(uuid.UUID(key))
+    except ValueError:
+        by_id = None
+    if by_id is not None:
+        return by_id
+    named = [e for e in entries.values() if e.name == key]
+    if len(named) > 1:
+        raise KeyError(f"{len(named)} sessions are named {key!r}; use the id")
+    if not named:
+        raise KeyError(key)
+    return named[0]
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """The bytes and table of contents of one commit."""
+
+    buf: bytes | memoryview
+    header: FileHeader
+    commit: Commit | None
+    entries: Mapping[uuid.UUID, TocEntry]
+    limit: int
+
+    def infos(self) -> list[SessionInfo]:
+        ordered = sorted(self.entries.values(), key=lambda e: (e.created_ns, e.session_offset))
+        return [session_info(e) for e in ordered]
+
+    def session(self, key: object) -> Session:
+        return Session(self, find_entry(self.entries, key))
+
+
+def load_block_refs(view: View, entry: TocEntry) -> tuple[Snapshot, BlockRefs]:
+    """The session's snapshot and the references to all its blocks, checked."""
+    tag = view.header.tag
+    _, payload = read_record(view.buf, entry.snapshot_offset, view.limit, tag, Kind.SNAPSHOT)
+    snap = decode_snapshot(payload, entry.snapshot_offset)
+    if snap.session_id != entry.session_id:
+        raise CorruptError("wrong_session", "snapshot belongs to another session",
+                           offset=entry.snapshot_offset)
+    refs = snap.recent
+    if snap.index_offset:
+        _, ipayload = read_record(view.buf, snap.index_offset, entry.snapshot_offset, tag,
+                                  Kind.INDEX)
+        sid, indexed = decode_index(ipayload, snap.index_offset)
+        if sid != entry.session_id or len(indexed) != snap.index_block_count:
+            raise CorruptError("index_mismatch", "index session or count",
+                               offset=snap.index_offset, expected=snap.index_block_count,
+                               actual=len(indexed))
+        refs = np.concatenate([indexed, snap.recent]).astype(BLOCK_REF)
+    actions = int(refs["actions"].sum(dtype=np.uint64))
+    ckpts = int(refs["checkpoints"].sum(dtype=np.uint64))
+    if actions != snap.action_count or ckpts != snap.checkpoint_count:
+        raise CorruptError("count_mismatch", "block counts do not add up to the snapshot's",
+                           offset=entry.snapshot_offset,
+                           expected=(snap.action_count, snap.checkpoint_count),
+                           actual=(actions, ckpts))
+    offsets = refs["offset"]
+    if len(offsets) and (np.any(np.diff(offsets.astype(np.int64)) <= 0)
+                         or int(offsets[-1]) >= entry.snapshot_offset):
+        raise CorruptError("bad_reference", "block offsets must increase and precede the snapshot",
+                           offset=entry.snapshot_offset)
+    return snap, refs
+
+
+class Session:
+    """One session of a View: its info, actions and checkpoints."""
+
+    def __init__(self, view: View, entry: TocEntry) -> None:
+        self._view = view
+        self.entry = entry
+        self.info = session_info(entry)
+        self._snap_refs: tuple[Snapshot, BlockRefs] | None = None
+        self._actions: Actions | None = None
+
+    def _load(self) -> tuple[Snapshot, BlockRefs]:
+        if self._snap_refs is None:
+            self._snap_refs = load_block_refs(self._view, self.entry)
+        return self._snap_refs
+
+    @property
+    def actions(self) -> Actions:
+        """The session's actions, read lazily block by block."""
+        if self._actions is None:
+            snap, refs = self._load()
+            self._actions = Actions(self._view, self.entry, snap, refs)
+        return self._actions
+
+    @property
+    def checkpoints(self) -> list[Checkpoint]:
+        """Every checkpoint, oldest first (reads only blocks that hold one)."""
+        actions = self.actions
+        out: list[Checkpoint] = []
+        for i in np.flatnonzero(actions.refs["checkpoints"]):
+            out += actions.block(int(i)).checkpoints()
+        return out
+
+
+class Actions:
+    """The actions of a session, indexable like a list, with columns as arrays."""
+
+    def __init__(self, view: View, entry: TocEntry, snap: Snapshot, refs: BlockRefs) -> None:
+        self._view = view
+        self._entry = entry
+        self.refs = refs
+        self.kinds: tuple[str, ...] = snap.kinds
+        self._kind_counts = snap.kind_counts
+        counts = refs["actions"].astype(np.int64)
+        self._starts = np.concatenate([[0], np.cumsum(counts)])
+        self._cache: OrderedDict[int, BlockView] = OrderedDict()
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def block(self, index: int) -> BlockView:
+        """The ``index``-th block of the session, validated against its reference."""
+        cached = self._cache.get(index)
+        if cached is not None:
+            self._cache.move_to_end(index)
+            return cached
+        ref = self.refs[index]
+        offset = int(ref["offset"])
+        head = parse_header(self._view.buf, offset, self._entry.snapshot_offset,
+                            self._view.header.tag)
+        if head.kind != Kind.BLOCK:
+            raise CorruptError("wrong_kind", "block reference", offset=offset,
+                               expected="BLOCK", actual=head.kind)
+        block = BlockView(self._view.buf, head)
+        if (block.session_id != self._entry.session_id
+                or block.first_seq != int(self._starts[index])
+                or block.count != int(ref["actions"])
+                or block.checkpoint_count != int(ref["checkpoints"])):
+            raise CorruptError("block_mismatch", "block does not match its reference",
+                               offset=offset)
+        if block.count and int(block.kinds.max()) >= len(self.kinds):
+            raise CorruptError("block_layout", "kind code outside the dictionary", offset=offset)
+        self._cache[index] = block
+        if len(self._cache) > _BLOCK_CACHE:
+            self._cache.popitem(last=False)
+        return block
+
+    def _action(self, block_index: int, block: BlockView, i: int) -> Action:
+        payload, result = block.item(i)
+        flags = int(block.flags[i])
+        return Action(
+            seq=block.first_seq + i, ts_ns=int(block.ts[i]), kind=self.kinds[int(block.kinds[i])],
+            payload=payload, result=result, payload_type=flags & VALUE_MASK,
+            result_type=(flags >> RESULT_SHIFT) & VALUE_MASK,
+        )
+
+    def _range(self, start: int, stop: int) -> list[Action]:
+        out: list[Action] = []
+        if start >= stop:
+            return out
+        first = int(np.searchsorted(self._starts, start, side="right")) - 1
+        last = int(np.searchsorted(self._starts, stop - 1, side="right")) - 1
+        for b in range(first, last + 1):
+            block = self.block(b)
+            base = int(self._starts[b])
+            lo, hi = max(start, base) - base, min(stop, base + block.count) - base
+            out += [self._action(b, block, i) for i in range(lo, hi)]
+        return out
+
+    @overload
+    def __getitem__(self, key: int) -> Action: ...
+    @overload
+    def __getitem__(self, key: slice) -> list[Action]: ...
+    def __getitem__(self, key: int | slice) -> Action | list[Action]:
+        n = len(self)
+        if isinstance(key, slice):
+            start, stop, step = key.indices(n)
+            if step == 1:
+                return self._range(start, stop)
+            return [self[i] for i in range(start, stop, step)]
+        index = int(key)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError(f"action {key} out of range for {n} actions")
+        return self._range(index, index + 1)[0]
+
+    def __iter__(self) -> Iterator[Action]:
+        for b in range(len(self.refs)):
+            block = self.block(b)
+            for i in range(block.count):
+                yield self._action(b, block, i)
+
+    def _column(self, name: str) -> npt.NDArray[np.generic]:
+        parts = [getattr(self.block(b), name) for b in range(len(self.refs))]
+        if len(parts) == 1:
+            return parts[0]  # type: ignore[no-any-return]
+        if not parts:
+            return np.empty(0, dtype=np.int64 if name == "ts" else np.uint16)
+        return np.concatenate(parts)
+
+    @property
+    def ts_ns(self) -> npt.NDArray[np.int64]:
+        """Timestamps (viewed in place when the session is a single block)."""
+        return self._column("ts")  # type: ignore[return-value]
+
+    @property
+    def kind_codes(self) -> npt.NDArray[np.uint16]:
+        """Kind codes; ``kinds[code]`` is the name."""
+        return self._column("kinds")  # type: ignore[return-value]
+
+    @property
+    def seq(self) -> npt.NDArray[np.int64]:
+        """Sequence numbers: dense from 0."""
+        return np.arange(len(self), dtype=np.int64)
+
+    def kind_counts(self) -> dict[str, int]:
+        """Actions per kind, from the snapshot (no block is read)."""
+        return {k: c for k, c in zip(self.kinds, self._kind_counts, strict=True) if c}

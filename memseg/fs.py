@@ -75,7 +75,19 @@ class OsFile:
     def map(self, length: int) -> Buffer:
         if length == 0:
             return b""
-        return mmap.mmap(self._fd, length, access=mmap.ACCESS_READ)
+        # mmap keeps a dup() of the descriptor it maps, and a dup shares our
+        # flock: a map that outlives close() (the caller still holds arrays)
+        # would keep the writer's lock. So map through a fresh, unlocked
+        # descriptor of the same inode.
+        proc = f"/proc/self/fd/{self._fd}"
+        fd = os.open(proc if os.path.exists(proc) else self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != self.identity():
+                raise OSError(errno.ESTALE, "file was replaced while mapping", self.path)
+            return mmap.mmap(fd, length, access=mmap.ACCESS_READ)
+        finally:
+            os.close(fd)
 
     def lock(self, timeout: float) -> None:
         # flock, not fcntl/lockf: POSIX record locks vanish when *any* descriptor

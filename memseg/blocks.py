@@ -50,6 +50,7 @@ def _pad(raw: bytes) -> bytes:
 def encode_block(
     session_id: uuid.UUID,
     first_seq: int,
+    prev_block: int,
     ts: Sequence[int],
     kinds: Sequence[int],
     flags: Sequence[int],
@@ -78,7 +79,7 @@ def encode_block(
     ) + b"".join(c.data for c in checkpoints)
     ck_codec, ck = compress(ck_raw)
     head = BLOCK_HEADER.pack(
-        session_id.bytes, first_seq, n, len(checkpoints), len(blob_raw), len(blob),
+        session_id.bytes, first_seq, prev_block, n, len(checkpoints), len(blob_raw), len(blob),
         len(ck_raw), len(ck), blob_codec, ck_codec, crc32c(blob), crc32c(ck), 0,
     )
     ccrc = crc32c(columns, crc32c(head[:BLOCK_COLUMNS_CRC_SPAN]))
@@ -93,7 +94,7 @@ class BlockView:
         if head.codec != Codec.NONE or head.stored_len < BLOCK_HEADER.size:
             raise CorruptError("block_layout", "block record codec or size", offset=at)
         p = head.payload_offset
-        (sid, first_seq, n, c, blob_raw, blob_len, ck_raw, ck_len, blob_codec, ck_codec,
+        (sid, first_seq, prev_block, n, c, blob_raw, blob_len, ck_raw, ck_len, blob_codec, ck_codec,
          blob_crc, ck_crc, columns_crc) = BLOCK_HEADER.unpack_from(buf, p)
         col_len = 8 * n + padded(2 * n) + padded(n) + padded(8 * n)
         total = BLOCK_HEADER.size + col_len + padded(blob_len) + ck_len
@@ -105,9 +106,13 @@ class BlockView:
         crc = crc32c(mv[cols_at : cols_at + col_len], crc32c(mv[p : p + BLOCK_COLUMNS_CRC_SPAN]))
         if crc != columns_crc:
             raise CorruptError("columns_crc", "block columns checksum", offset=at)
+        if prev_block >= at or prev_block % 8:
+            raise CorruptError("bad_reference", "previous block must precede the block", offset=at,
+                               expected=f"aligned, < {at}", actual=prev_block)
         self.offset = at
         self.session_id = uuid.UUID(bytes=sid)
         self.first_seq: int = first_seq
+        self.prev_block: int = prev_block
         self.count: int = n
         self.checkpoint_count: int = c
         self._buf = buf

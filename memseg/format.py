@@ -95,20 +95,22 @@ FLAG_HAS_ENDED = 0x01
 SESSION_HEADER = struct.Struct("<16sqHHI")
 # session_id, session_offset, state, flags, status_len, kind_count,
 # action_count, checkpoint_count, created_ns, last_activity_ns, ended_ns,
-# index_offset, stored_bytes, index_block_count, recent_count
-SNAPSHOT_HEADER = struct.Struct("<16sQBBHIQQqqqQQII")
-# session_id, block_count, reserved
-INDEX_HEADER = struct.Struct("<16sII")
+# index_offset, stored_bytes, last_block_offset, index_block_count, recent_count
+SNAPSHOT_HEADER = struct.Struct("<16sQBBHIQQqqqQQQII")
+# session_id, block_count, reserved, prev_index_offset
+INDEX_HEADER = struct.Struct("<16sIIQ")
 # One block reference: record offset, actions in it, checkpoints in it.
 BLOCK_REF = np.dtype([("offset", "<u8"), ("actions", "<u4"), ("checkpoints", "<u4")])
 
 # --- 6. Action blocks (SPEC.md "BLOCK") ---------------------------------------
 
-# session_id, first_seq, action_count, checkpoint_count, blob_raw_len,
-# blob_stored_len, ckpt_raw_len, ckpt_stored_len, blob_codec, ckpt_codec,
-# reserved, blob_crc, ckpt_crc, columns_crc. Each section has its own CRC so a
-# reader of the columns never touches the payload bytes (SPEC.md "BLOCK").
-BLOCK_HEADER = struct.Struct("<16sQIIIIIIBB2xIII")
+# session_id, first_seq, prev_block_offset, action_count, checkpoint_count,
+# blob_raw_len, blob_stored_len, ckpt_raw_len, ckpt_stored_len, blob_codec,
+# ckpt_codec, reserved, blob_crc, ckpt_crc, columns_crc. Each section has its
+# own CRC so a reader of the columns never touches the payload bytes
+# (SPEC.md "BLOCK"). prev_block_offset chains a session's blocks so a
+# snapshot need not list the blocks written since the last INDEX record.
+BLOCK_HEADER = struct.Struct("<16sQQIIIIIIBB2xIII")
 BLOCK_COLUMNS_CRC_SPAN = BLOCK_HEADER.size - 4
 # id, at_seq, ts_ns, value_type, reserved, length
 CHECKPOINT_ENTRY = struct.Struct("<QQqB3xI")
@@ -135,9 +137,11 @@ VALUE_MASK = 0x03
 # decompresses more than about this much.
 BLOCK_MAX_ACTIONS = 8192
 BLOCK_MAX_RAW = 1024 * 1024
-# Snapshots list recent blocks inline until this many; then an INDEX record
-# consolidates them, so reading a session touches at most two index records.
-RECENT_BLOCKS_MAX = 64
+# Blocks written since the last INDEX record are found by walking the block
+# chain back from the snapshot's last block; after this many an INDEX record
+# lists them, so a reader walks at most this many blocks plus one INDEX record
+# per this many blocks. Ending a session always writes the INDEX record.
+RECENT_BLOCKS_MAX = 128
 
 MAX_NAME = 1024
 MAX_STATUS = 1024

@@ -40,7 +40,8 @@ class LiveSession:
     stored_bytes: int = 0
     index_offset: int = 0
     index_block_count: int = 0
-    index_refs: list[tuple[int, int, int]] = field(default_factory=list)
+    last_block_offset: int = 0
+    # Blocks written since the last INDEX chunk: (offset, actions, checkpoints).
     recent: list[tuple[int, int, int]] = field(default_factory=list)
     kinds: dict[str, int] = field(default_factory=dict)
     kind_counts: list[int] = field(default_factory=list)
@@ -140,7 +141,8 @@ class Recorder:
         """Encode what is buffered into a block record (appended, not yet committed)."""
         if not self._ts and not self._checkpoints:
             return
-        data = encode_block(self._live.session_id, self._first_seq, self._ts, self._codes,
+        data = encode_block(self._live.session_id, self._first_seq, self._live.last_block_offset,
+                            self._ts, self._codes,
                             self._flags, self._payloads, self._results, self._checkpoints)
         last_ts = max(self._ts[-1] if self._ts else 0,
                       self._checkpoints[-1].ts_ns if self._checkpoints else 0)

@@ -75,7 +75,8 @@ class Snapshot:
     index_offset: int
     index_block_count: int
     stored_bytes: int
-    recent: BlockRefs
+    last_block_offset: int
+    recent_count: int
     kinds: tuple[str, ...]
     kind_counts: tuple[int, ...]
 
@@ -87,11 +88,10 @@ def encode_snapshot(s: Snapshot) -> bytes:
     head = SNAPSHOT_HEADER.pack(
         s.session_id.bytes, s.session_offset, s.state, flags, len(status), len(names),
         s.action_count, s.checkpoint_count, s.created_ns, s.last_activity_ns, s.ended_ns or 0,
-        s.index_offset, s.stored_bytes, s.index_block_count, len(s.recent),
+        s.index_offset, s.stored_bytes, s.last_block_offset, s.index_block_count, s.recent_count,
     )
     return b"".join([
         head,
-        np.ascontiguousarray(s.recent, dtype=BLOCK_REF).tobytes(),
         np.asarray(s.kind_counts, dtype="<u8").tobytes(),
         bytes(len(n) for n in names),
         *names,
@@ -104,18 +104,19 @@ def decode_snapshot(payload: bytes, offset: int) -> Snapshot:
     if size < SNAPSHOT_HEADER.size:
         raise CorruptError("snapshot_layout", "shorter than its header", offset=offset)
     (sid, sess_off, state, flags, status_len, kind_count, actions, ckpts, created, last,
-     ended, index_off, stored, index_blocks, recent_count) = SNAPSHOT_HEADER.unpack_from(payload)
+     ended, index_off, stored, last_block, index_blocks, recent_count) = SNAPSHOT_HEADER.unpack_from(
+        payload)
     if state not in _STATES or flags > 3 or kind_count > MAX_KINDS or status_len > MAX_STATUS:
         raise CorruptError("snapshot_layout", "state, flags or counts", offset=offset)
     if not FILE_HEADER.size <= sess_off < offset or (index_off and not sess_off < index_off < offset):
         raise CorruptError("bad_reference", "snapshot's session or index offset", offset=offset)
+    if (last_block and not sess_off < last_block < offset) or (recent_count and not last_block):
+        raise CorruptError("bad_reference", "snapshot's last block offset", offset=offset)
     pos = SNAPSHOT_HEADER.size
-    fixed_end = pos + recent_count * BLOCK_REF.itemsize + kind_count * 9
+    fixed_end = pos + kind_count * 9
     if fixed_end > size:
         raise CorruptError("snapshot_layout", "counts exceed the payload", offset=offset,
                            expected=f">= {fixed_end}", actual=size)
-    recent = np.frombuffer(payload, BLOCK_REF, recent_count, pos).copy()
-    pos += recent_count * BLOCK_REF.itemsize
     counts = np.frombuffer(payload, "<u8", kind_count, pos)
     pos += kind_count * 8
     lengths = payload[pos : pos + kind_count]
@@ -132,22 +133,27 @@ def decode_snapshot(payload: bytes, offset: int) -> Snapshot:
     status = utf8(payload[pos:], offset, "status") if flags & 2 else None
     return Snapshot(
         uuid.UUID(bytes=sid), sess_off, State(state), status, actions, ckpts, created, last,
-        ended if flags & FLAG_HAS_ENDED else None, index_off, index_blocks, stored, recent,
-        tuple(kinds), tuple(int(c) for c in counts),
+        ended if flags & FLAG_HAS_ENDED else None, index_off, index_blocks, stored, last_block,
+        recent_count, tuple(kinds), tuple(int(c) for c in counts),
     )
 
 
-def encode_index(session_id: uuid.UUID, refs: BlockRefs) -> bytes:
-    return INDEX_HEADER.pack(session_id.bytes, len(refs), 0) + np.ascontiguousarray(
+def encode_index(session_id: uuid.UUID, refs: BlockRefs, prev_index: int) -> bytes:
+    """An INDEX chunk: refs to consecutive blocks, chained to the previous chunk."""
+    return INDEX_HEADER.pack(session_id.bytes, len(refs), 0, prev_index) + np.ascontiguousarray(
         refs, dtype=BLOCK_REF).tobytes()
 
 
-def decode_index(payload: bytes, offset: int) -> tuple[uuid.UUID, BlockRefs]:
+def decode_index(payload: bytes, offset: int) -> tuple[uuid.UUID, BlockRefs, int]:
+    """Session id, block refs and the previous chunk's offset (0 for the first)."""
     if len(payload) < INDEX_HEADER.size:
         raise CorruptError("index_layout", "shorter than its header", offset=offset)
-    sid, count, reserved = INDEX_HEADER.unpack_from(payload)
+    sid, count, reserved, prev = INDEX_HEADER.unpack_from(payload)
     expected = INDEX_HEADER.size + count * BLOCK_REF.itemsize
     if reserved or expected != len(payload):
         raise CorruptError("index_layout", "count does not match length", offset=offset,
                            expected=expected, actual=len(payload))
-    return uuid.UUID(bytes=sid), np.frombuffer(payload, BLOCK_REF, count, INDEX_HEADER.size)
+    if prev >= offset or prev % 8:
+        raise CorruptError("bad_reference", "previous index chunk must precede this one",
+                           offset=offset, expected=f"aligned, < {offset}", actual=prev)
+    return uuid.UUID(bytes=sid), np.frombuffer(payload, BLOCK_REF, count, INDEX_HEADER.size), prev

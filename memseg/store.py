@@ -116,6 +116,10 @@ class Store:
         self._closed = False
         self._fh: FileHandle | None = None
         self._located: Located
+        self._mutex = threading.RLock()
+        self._commit_lock = threading.Lock()
+        self._failed: WriteFailedError | None = None
+        self._recorders: dict[uuid.UUID, Recorder] = {}
         if mode == "r":
             self._view, self._located, buf = read_view(self._fs, self.path)
             self._buffers.append(buf)
@@ -168,12 +172,8 @@ class Store:
             self._toc = load_toc(view.buf, located.commit.toc_offset,
                                  located.commit.trailer_offset, self._tag)
         self._dirty: set[uuid.UUID] = set()
-        self._recorders: dict[uuid.UUID, Recorder] = {}
-        self._mutex = threading.RLock()
-        self._commit_lock = threading.Lock()
         self._ticket = 0
         self._durable_ticket = 0
-        self._failed: WriteFailedError | None = None
         self._view_cache: View | None = None
 
     def _lock(self, timeout: float) -> FileHandle:
@@ -318,7 +318,7 @@ class Store:
                 action_count=snap.action_count, checkpoint_count=snap.checkpoint_count,
                 last_activity_ns=snap.last_activity_ns, stored_bytes=snap.stored_bytes,
                 index_offset=snap.index_offset, index_block_count=snap.index_block_count,
-                index_refs=as_tuples[: snap.index_block_count],
+                last_block_offset=snap.last_block_offset,
                 recent=as_tuples[snap.index_block_count :],
                 kinds={k: i for i, k in enumerate(snap.kinds)},
                 kind_counts=list(snap.kind_counts),
@@ -334,6 +334,7 @@ class Store:
             self._check_writable()
             offset = self._append(record)
             live.recent.append((offset, actions, checkpoints))
+            live.last_block_offset = offset
             live.action_count += actions
             live.checkpoint_count += checkpoints
             live.stored_bytes += len(record)
@@ -347,12 +348,12 @@ class Store:
         with self._mutex:
             self._check_writable()
             if (end or len(live.recent) >= RECENT_BLOCKS_MAX) and live.recent:
-                refs = np.array(live.index_refs + live.recent, dtype=BLOCK_REF)
-                record = encode_record(self._tag, Kind.INDEX, encode_index(live.session_id, refs))
+                refs = np.array(live.recent, dtype=BLOCK_REF)
+                record = encode_record(self._tag, Kind.INDEX,
+                                       encode_index(live.session_id, refs, live.index_offset))
                 live.index_offset = self._append(record)
                 live.stored_bytes += len(record)
-                live.index_refs += live.recent
-                live.index_block_count = len(live.index_refs)
+                live.index_block_count += len(live.recent)
                 live.recent = []
             ended_ns = time.time_ns() if end else None
             if ended_ns is not None:
@@ -362,8 +363,8 @@ class Store:
             snap = Snapshot(
                 live.session_id, live.session_offset, state, status, live.action_count,
                 live.checkpoint_count, live.created_ns, live.last_activity_ns, ended_ns,
-                live.index_offset, live.index_block_count, 0,
-                np.array(live.recent, dtype=BLOCK_REF), kinds, tuple(live.kind_counts),
+                live.index_offset, live.index_block_count, 0, live.last_block_offset,
+                len(live.recent), kinds, tuple(live.kind_counts),
             )
             payload = encode_snapshot(snap)
             # stored_bytes counts the snapshot itself, so compute its size first.

@@ -81,24 +81,61 @@ class View:
         return Session(self, find_entry(self.entries, key))
 
 
+def _index_chunks(view: View, entry: TocEntry, snap: Snapshot) -> list[BlockRefs]:
+    """Walk the session's INDEX chain back to its first chunk; oldest chunk first."""
+    tag = view.header.tag
+    chunks: list[BlockRefs] = []
+    covered = 0
+    offset, limit = snap.index_offset, entry.snapshot_offset
+    while offset:
+        _, payload = read_record(view.buf, offset, limit, tag, Kind.INDEX)
+        sid, refs, prev = decode_index(payload, offset)
+        covered += len(refs)
+        if sid != entry.session_id or covered > snap.index_block_count:
+            raise CorruptError("index_mismatch", "index chunk's session or block count",
+                               offset=offset, expected=snap.index_block_count, actual=covered)
+        chunks.append(refs)
+        offset, limit = prev, offset  # prev < offset, so the walk ends
+    if covered != snap.index_block_count:
+        raise CorruptError("index_mismatch", "index chain holds too few blocks",
+                           offset=snap.index_offset, expected=snap.index_block_count, actual=covered)
+    chunks.reverse()
+    return chunks
+
+
+def _recent_blocks(view: View, entry: TocEntry, snap: Snapshot, indexed_last: int) -> BlockRefs:
+    """Blocks written since the last INDEX chunk, found by walking the block chain back."""
+    refs = np.zeros(snap.recent_count, dtype=BLOCK_REF)
+    offset = snap.last_block_offset
+    for i in range(snap.recent_count - 1, -1, -1):
+        head = parse_header(view.buf, offset, entry.snapshot_offset, view.header.tag)
+        if head.kind != Kind.BLOCK:
+            raise CorruptError("wrong_kind", "block chain", offset=offset, expected="BLOCK",
+                               actual=head.kind)
+        block = BlockView(view.buf, head)
+        if block.session_id != entry.session_id:
+            raise CorruptError("wrong_session", "block chain leads to another session's block",
+                               offset=offset)
+        refs[i] = (offset, block.count, block.checkpoint_count)
+        offset = block.prev_block
+    if snap.recent_count and offset != indexed_last:
+        raise CorruptError("bad_reference", "block chain does not meet the index",
+                           offset=snap.last_block_offset, expected=indexed_last, actual=offset)
+    return refs
+
+
 def load_block_refs(view: View, entry: TocEntry) -> tuple[Snapshot, BlockRefs]:
     """The session's snapshot and the references to all its blocks, checked."""
-    tag = view.header.tag
-    _, payload = read_record(view.buf, entry.snapshot_offset, view.limit, tag, Kind.SNAPSHOT)
+    _, payload = read_record(view.buf, entry.snapshot_offset, view.limit, view.header.tag,
+                             Kind.SNAPSHOT)
     snap = decode_snapshot(payload, entry.snapshot_offset)
     if snap.session_id != entry.session_id:
         raise CorruptError("wrong_session", "snapshot belongs to another session",
                            offset=entry.snapshot_offset)
-    refs = snap.recent
-    if snap.index_offset:
-        _, ipayload = read_record(view.buf, snap.index_offset, entry.snapshot_offset, tag,
-                                  Kind.INDEX)
-        sid, indexed = decode_index(ipayload, snap.index_offset)
-        if sid != entry.session_id or len(indexed) != snap.index_block_count:
-            raise CorruptError("index_mismatch", "index session or count",
-                               offset=snap.index_offset, expected=snap.index_block_count,
-                               actual=len(indexed))
-        refs = np.concatenate([indexed, snap.recent]).astype(BLOCK_REF)
+    chunks = _index_chunks(view, entry, snap)
+    indexed_last = int(chunks[-1]["offset"][-1]) if chunks and len(chunks[-1]) else 0
+    chunks.append(_recent_blocks(view, entry, snap, indexed_last))
+    refs = np.concatenate(chunks).astype(BLOCK_REF) if len(chunks) > 1 else chunks[0]
     actions = int(refs["actions"].sum(dtype=np.uint64))
     ckpts = int(refs["checkpoints"].sum(dtype=np.uint64))
     if actions != snap.action_count or ckpts != snap.checkpoint_count:

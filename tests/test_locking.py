@@ -1,0 +1,144 @@
+"""One writer, many readers: locks across processes, snapshots, refresh, closing."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import memseg
+
+HOLD_LOCK = textwrap.dedent("""
+    import sys, time, memseg
+    store = memseg.open(sys.argv[1], "a")
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[2]))
+    store.close()
+""")
+
+TRY_LOCK = textwrap.dedent("""
+    import sys, memseg
+    try:
+        memseg.open(sys.argv[1], "a", lock_timeout=float(sys.argv[2])).close()
+        print("got")
+    except memseg.LockedError:
+        print("locked")
+""")
+
+
+def _holder(path: Path, seconds: float) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(path), str(seconds)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def _stop(proc: subprocess.Popen[str], *, kill: bool) -> None:
+    if kill:
+        proc.kill()
+    proc.wait()
+    assert proc.stdout is not None
+    proc.stdout.close()
+
+
+def _try_lock(path: Path, timeout: float) -> str:
+    out = subprocess.run([sys.executable, "-c", TRY_LOCK, str(path), str(timeout)],
+                         capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def test_second_writer_in_another_process_is_refused(store_path: Path) -> None:
+    proc = _holder(store_path, 30)
+    try:
+        with pytest.raises(memseg.LockedError):
+            memseg.open(store_path, "a")
+        assert _try_lock(store_path, 0) == "locked"
+    finally:
+        _stop(proc, kill=True)
+    # The lock dies with its holder, even when killed.
+    assert _try_lock(store_path, 0) == "got"
+
+
+def test_lock_timeout_waits_for_the_holder(store_path: Path) -> None:
+    proc = _holder(store_path, 0.5)
+    try:
+        started = time.monotonic()
+        with memseg.open(store_path, "a", lock_timeout=20) as store:
+            assert time.monotonic() - started > 0.1
+            store.start_session(name="after-wait").end()
+    finally:
+        _stop(proc, kill=False)
+
+
+def test_second_writer_in_the_same_process_is_refused(store_path: Path) -> None:
+    with memseg.open(store_path, "a"), pytest.raises(memseg.LockedError):
+        memseg.open(store_path, "a")
+
+
+def test_closing_another_handle_keeps_the_writer_lock(store_path: Path) -> None:
+    with memseg.open(store_path, "a") as writer:
+        writer.start_session(name="s").end()
+        memseg.open(store_path).close()  # a reader opening and closing the same file
+        assert _try_lock(store_path, 0) == "locked"
+
+
+def test_lock_is_released_even_while_arrays_are_held(store_path: Path) -> None:
+    with memseg.open(store_path, "a") as store, store.start_session(name="s") as rec:
+        rec.record("k", "v", ts_ns=5)
+    store = memseg.open(store_path, "a")
+    ts = store.session("s").actions.ts_ns
+    store.close()  # must not raise although `ts` still views the map
+    assert list(ts) == [5]
+    memseg.open(store_path, "a").close()  # and the lock is free again
+
+
+def test_reader_snapshot_is_fixed_until_refresh(store_path: Path) -> None:
+    with memseg.open(store_path, "a") as writer:
+        rec = writer.start_session(name="live")
+        rec.record("k", "first")
+        rec.flush()
+        with memseg.open(store_path) as reader:
+            before = reader.session("live")
+            ts_before = before.actions.ts_ns
+            for i in range(5):
+                rec.record("k", f"more {i}")
+                rec.flush()
+            assert reader.session("live").info.action_count == 1
+            assert len(before.actions) == 1 and len(ts_before) == 1
+            reader.refresh()
+            assert reader.session("live").info.action_count == 6
+            assert [a.value() for a in reader.session("live").actions][-1] == "more 4"
+            assert len(before.actions) == 1  # old Session objects keep their snapshot
+
+
+def test_read_only_file_opens_for_reading(store_path: Path) -> None:
+    with memseg.open(store_path, "a") as store:
+        store.start_session(name="s").end()
+    before = store_path.read_bytes(), store_path.stat().st_mtime_ns
+    os.chmod(store_path, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+    try:
+        with memseg.open(store_path) as reader:
+            assert [i.name for i in reader.sessions()] == ["s"]
+            with pytest.raises(memseg.ReadOnlyError):
+                reader.start_session()
+    finally:
+        os.chmod(store_path, 0o644)
+    assert (store_path.read_bytes(), store_path.stat().st_mtime_ns) == before
+
+
+def test_use_after_close_is_a_clear_error(store_path: Path) -> None:
+    store = memseg.open(store_path, "a")
+    rec = store.start_session()
+    rec.end()
+    with pytest.raises(memseg.ClosedError):
+        rec.record("k", "v")
+    store.close()
+    with pytest.raises(memseg.ClosedError):
+        store.sessions()

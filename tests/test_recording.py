@@ -1,0 +1,132 @@
+"""Recording behaviour: incremental flushes, threads, resume after a writer died, commit cost."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+import memseg
+from memseg.format import FILE_HEADER
+
+
+def _words(i: int) -> dict[str, object]:
+    vocab = ["read", "write", "file", "test", "passed", "error", "diff", "src", "main", "ok"]
+    return {"i": i, "text": " ".join(vocab[(i * 7 + j * 3) % len(vocab)] for j in range(12 + i % 40))}
+
+
+def _record(path: Path, flush_every: int | None, n: int) -> int:
+    with memseg.open(path, "a", sync="none") as store, store.start_session(name="s") as rec:
+        for i in range(n):
+            rec.record("tool_output", _words(i), ts_ns=i)
+            if flush_every and i % flush_every == flush_every - 1:
+                rec.flush()
+    return path.stat().st_size
+
+
+def test_frequent_flushes_cost_at_most_a_fifth_more_space(tmp_path: Path) -> None:
+    n = 100_000
+    single = _record(tmp_path / "one.mseg", None, n)
+    frequent = _record(tmp_path / "many.mseg", 100, n)
+    assert frequent <= 1.2 * single, (frequent, single)
+    with memseg.open(tmp_path / "many.mseg") as store:
+        actions = store.session("s").actions
+        assert len(actions) == n and actions[n - 1].value() == _words(n - 1)
+
+
+def test_commit_cost_does_not_grow_with_session_count(tmp_path: Path) -> None:
+    path = tmp_path / "wide.mseg"
+    with memseg.open(path, "a", sync="none") as store:
+        for i in range(3000):
+            store.start_session(name=f"s{i}", meta={"i": i}).end()
+        rec = store.start_session(name="busy")
+        before = path.stat().st_size
+        flushes = 200
+        for i in range(flushes):
+            rec.record("k", "x", ts_ns=i)
+            rec.flush()
+        per_flush = (path.stat().st_size - before) / flushes
+    # A full TOC of 3000 entries is ~300 KB; each flush must write far less on average.
+    assert per_flush < 4000, per_flush
+
+
+def test_threads_record_sessions_concurrently(store_path: Path) -> None:
+    errors: list[BaseException] = []
+
+    def work(store: memseg.Store, t: int) -> None:
+        try:
+            with store.start_session(name=f"t{t}") as rec:
+                for i in range(500):
+                    rec.record("k", {"t": t, "i": i})
+                    if i % 20 == 0:
+                        rec.flush()
+        except BaseException as exc:
+            errors.append(exc)
+
+    with memseg.open(store_path, "a") as store:
+        threads = [threading.Thread(target=work, args=(store, t)) for t in range(6)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    assert not errors
+    with memseg.open(store_path) as store:
+        for t in range(6):
+            s = store.session(f"t{t}")
+            assert s.info.state == "ended"
+            assert [a.value() for a in s.actions] == [{"t": t, "i": i} for i in range(500)]
+
+
+DIE_AFTER_FLUSH = textwrap.dedent("""
+    import os, sys, memseg
+    store = memseg.open(sys.argv[1], "a")
+    rec = store.start_session(name="interrupted", meta={"run": 1})
+    for i in range(250):
+        rec.record("step", {"i": i}, ts_ns=i)
+    rec.checkpoint({"frame": 250}, ts_ns=1000)
+    for i in range(250, 300):
+        rec.record("step", {"i": i}, ts_ns=i)   # never flushed
+    print(rec.id, flush=True)
+    os._exit(0)                                # the process dies without closing
+""")
+
+
+def test_resume_after_the_writer_died(store_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-c", DIE_AFTER_FLUSH, str(store_path)],
+                         capture_output=True, text=True, check=True)
+    sid = out.stdout.strip()
+    with memseg.open(store_path, "a") as store:
+        info = store.session(sid).info
+        assert info.state == "active" and info.action_count == 250
+        rec = store.resume(sid)
+        assert rec.record("step", {"i": 250}, ts_ns=250) == 250
+        rec.end(status="ok")
+        with pytest.raises(memseg.StateError):
+            store.resume(sid)
+    with memseg.open(store_path) as store:
+        s = store.session("interrupted")
+        assert s.info.state == "ended" and s.info.meta == {"run": 1}
+        assert [a.value()["i"] for a in s.actions] == list(range(251))
+        assert [(c.id, c.at_seq, c.value()) for c in s.checkpoints] == [(0, 250, {"frame": 250})]
+
+
+def test_bad_arguments_are_value_and_type_errors(store_path: Path) -> None:
+    with pytest.raises(ValueError):
+        memseg.open(store_path, "w")
+    with pytest.raises(ValueError):
+        memseg.open(store_path, "a", sync="sometimes")  # type: ignore[arg-type]
+    with memseg.open(store_path, "a") as store:
+        rec = store.start_session()
+        with pytest.raises(TypeError):
+            rec.record("k", object())
+        with pytest.raises(TypeError):
+            rec.record("", "v")
+        with pytest.raises(TypeError):
+            store.start_session(meta=[1, 2])  # type: ignore[arg-type]
+        with pytest.raises(ValueError):
+            store.start_session(session_id=rec.id)
+    assert store_path.stat().st_size > FILE_HEADER.size

@@ -1,0 +1,87 @@
+"""Bad input gets memseg's own errors, naming the offset and what was expected."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+import memseg
+from memseg.codec import crc32c
+from memseg.format import BLOCK_HEADER, FILE_HEADER, FILE_HEADER_CRC_SPAN, RECORD_HEADER, Kind
+from memseg.framing import parse_header
+
+
+def _one_session(path: Path) -> bytes:
+    with memseg.open(path, "a") as store, store.start_session(name="s") as rec:
+        rec.record("k", "payload " * 20, ts_ns=1)
+    return path.read_bytes()
+
+
+def test_not_a_memseg_file(tmp_path: Path) -> None:
+    for i, content in enumerate([b"", b"hello world, not memseg at all" * 10, b"\x00" * 100]):
+        path = tmp_path / f"junk{i}"
+        path.write_bytes(content)
+        with pytest.raises(memseg.NotMemsegError) as err:
+            memseg.open(path)
+        assert err.value.reason == "bad_magic" and err.value.offset == 0
+
+
+def test_newer_major_version_is_refused(store_path: Path) -> None:
+    data = bytearray(_one_session(store_path))
+    struct.pack_into("<H", data, 8, 2)
+    data[FILE_HEADER_CRC_SPAN:FILE_HEADER.size] = crc32c(data[:FILE_HEADER_CRC_SPAN]).to_bytes(4, "little")
+    store_path.write_bytes(data)
+    with pytest.raises(memseg.VersionError) as err:
+        memseg.open(store_path)
+    assert (err.value.expected, err.value.actual) == (1, 2)
+
+
+def test_newer_minor_version_is_read(store_path: Path) -> None:
+    data = bytearray(_one_session(store_path))
+    struct.pack_into("<H", data, 10, 7)
+    data[FILE_HEADER_CRC_SPAN:FILE_HEADER.size] = crc32c(data[:FILE_HEADER_CRC_SPAN]).to_bytes(4, "little")
+    store_path.write_bytes(data)
+    with memseg.open(store_path) as store:
+        assert [i.name for i in store.sessions()] == ["s"]
+
+
+def test_damaged_file_header_names_the_checksum(store_path: Path) -> None:
+    data = bytearray(_one_session(store_path))
+    data[40] ^= 0xFF  # inside created_ns
+    store_path.write_bytes(data)
+    with pytest.raises(memseg.CorruptError) as err:
+        memseg.open(store_path)
+    assert err.value.reason == "header_crc" and err.value.offset == FILE_HEADER_CRC_SPAN
+
+
+def _record_offsets(data: bytes, kind: Kind) -> list[int]:
+    tag = int.from_bytes(data[16:24], "little")
+    offsets, at = [], FILE_HEADER.size
+    while at < len(data):
+        head = parse_header(data, at, len(data), tag)
+        if head.kind == kind:
+            offsets.append(at)
+        at = head.end
+    return offsets
+
+
+def test_damaged_block_is_reported_when_read_not_at_open(store_path: Path) -> None:
+    data = bytearray(_one_session(store_path))
+    [block_at] = _record_offsets(bytes(data), Kind.BLOCK)
+    data[block_at + RECORD_HEADER.size + BLOCK_HEADER.size + 40] ^= 0xFF  # in the payload blob
+    store_path.write_bytes(data)
+    with memseg.open(store_path) as store:
+        session = store.session("s")  # listing still works: payloads are not read
+        assert session.info.action_count == 1
+        assert list(session.actions.ts_ns) == [1]  # nor are they for the columns
+        with pytest.raises(memseg.CorruptError) as err:
+            session.actions[0]
+        assert (err.value.reason, err.value.offset) == ("blob_crc", block_at)
+
+
+def test_writing_through_a_reader_is_refused(store_path: Path) -> None:
+    _one_session(store_path)
+    with memseg.open(store_path) as store, pytest.raises(memseg.ReadOnlyError):
+        store.resume("s")

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 # Checkpoints are taken after every CHECKPOINT_EVERY events (the issue's cadence).
@@ -46,11 +47,18 @@ KINDS = (
 
 _TOOLS = ("bash", "read_file", "write_file", "grep", "apply_patch", "run_tests", "list_dir")
 _MODELS = ("model-small", "model-medium", "model-large")
+# Pseudo-words are built from these syllables; symbols and keywords take the
+# top ranks, as they do in code and logs.
 _SYLLABLES = (
-    "a e i o u ka ke ki ko ku sa se si so su ta te ti to tu na ne ni no nu ha he hi ho "
-    "ma me mi mo mu ra re ri ro ru ya yo wa st tr pr str ing ion er al"
-).split()
-_SYMBOLS = "= ( ) : , . { } [ ] -> == + - * / # _ self def return if for in None".split()
+    "a", "e", "i", "o", "u", "ka", "ke", "ki", "ko", "ku", "sa", "se", "si", "so", "su", "ta",
+    "te", "ti", "to", "tu", "na", "ne", "ni", "no", "nu", "ha", "he", "hi", "ho", "ma", "me",
+    "mi", "mo", "mu", "ra", "re", "ri", "ro", "ru", "ya", "yo", "wa", "st", "tr", "pr", "str",
+    "ing", "ion", "er", "al",
+)
+_SYMBOLS = (
+    "=", "(", ")", ":", ",", ".", "{", "}", "[", "]", "->", "==", "+", "-", "*", "/", "#", "_",
+    "self", "def", "return", "if", "for", "in", "None",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +88,11 @@ class Session:
         return (self.events[-1].ts_ns if self.events else self.created_ns) + 1_000_000
 
 
-def _zipf_cdf(n: int) -> np.ndarray:
+def _zipf_cdf(n: int) -> npt.NDArray[np.float64]:
     """Cumulative probability of ranks 1..n under the Zipf law."""
     cdf = np.cumsum(1.0 / np.arange(1, n + 1, dtype=np.float64) ** ZIPF_EXPONENT)
-    return cdf / cdf[-1]
+    out: npt.NDArray[np.float64] = cdf / cdf[-1]
+    return out
 
 
 def checkpoint_state(session: Session, upto: int) -> dict[str, object]:
@@ -215,7 +224,8 @@ def _payload(kind: str, text: str, i: int, rng: np.random.Generator) -> tuple[by
         return orjson.dumps({"call_id": call, "tool": tool, "args": {"command": text}}), None
     if kind == "tool_output":
         code = 0 if rng.random() < 0.85 else 1
-        res = {"ok": code == 0, "exit_code": code, "duration_ms": int(rng.integers(3, 30_000))}
+        ms = int(rng.integers(3, 30_000))
+        res: dict[str, object] = {"ok": code == 0, "exit_code": code, "duration_ms": ms}
         return orjson.dumps({"call_id": call, "stdout": text, "stderr": ""}), orjson.dumps(res)
     if kind == "diff":
         path = f"src/pkg{i % 13}/mod{i % 29}.py"

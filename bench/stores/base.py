@@ -21,7 +21,7 @@ import orjson
 from bench.workload import Event, Session
 
 
-class NotAvailable(Exception):
+class UnavailableError(Exception):
     """The store has no way to perform this operation (reported, not a failure)."""
 
 

@@ -128,7 +128,7 @@ class SqliteReader(Reader):
 
     def kind_counts(self) -> dict[str, int]:
         rows = self._conn.execute("SELECT kind, COUNT(*) FROM actions GROUP BY kind").fetchall()
-        return {k: n for k, n in rows}
+        return dict(rows)
 
     def close(self) -> None:
         self._conn.close()

@@ -1,0 +1,67 @@
+"""Run sizes. The default is the issue's workload; --quick is a scaled-down run for CI."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from bench.stores import REGISTRY
+
+
+@dataclass(frozen=True)
+class Config:
+    """How much to generate and how often to repeat each timing."""
+
+    sessions: int = 200
+    events: int = 5_000
+    seed: int = 1
+    # best-of-N for reads; they stop early once `read_budget_s` is spent.
+    repeat: int = 5
+    read_budget_s: float = 3.0
+    # best-of-N for recording and dropping, which rebuild whole stores each time.
+    heavy_repeat: int = 1
+    # events of the long session whose slices are read, against SHORT_SESSION.
+    long_events: int = 1_000_000
+    # size of the memseg file whose listing's peak memory is measured.
+    mem_file_mb: int = 2048
+    stores: tuple[str, ...] = tuple(REGISTRY)
+    quick: bool = False
+
+    @property
+    def total_events(self) -> int:
+        """Events in the main workload."""
+        return self.sessions * self.events
+
+    def growth_events(self) -> list[int]:
+        """Events per session of the stores whose open time is plotted against size.
+
+        Same session count, a tenth and about a third of the data, then the
+        main store: its last point is 10x the first.
+        """
+        return sorted({max(1, self.events // 10), max(1, self.events * 3 // 10), self.events})
+
+    def as_params(self) -> dict[str, Any]:
+        """The configuration as plain data for the report."""
+        return asdict(self)
+
+
+# 1,000 events: the issue's short session for the slice comparison.
+SHORT_SESSION = 1_000
+SLICE = 100
+
+FULL = Config()
+QUICK = Config(
+    sessions=12,
+    events=500,
+    repeat=3,
+    read_budget_s=0.5,
+    heavy_repeat=2,
+    long_events=20_000,
+    mem_file_mb=16,
+    quick=True,
+)
+
+
+def with_overrides(base: Config, **changes: Any) -> Config:
+    """`base` with the given fields replaced; None values are ignored."""
+    return replace(base, **{k: v for k, v in changes.items() if v is not None})

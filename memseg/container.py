@@ -21,6 +21,7 @@ from memseg.format import (
     RECORD_HEADER,
     TRAILER,
     TRAILER_RECORD_SIZE,
+    TRAILER_REGION_CHECKED,
     VERSION_MAJOR,
     VERSION_MINOR,
     Kind,
@@ -88,6 +89,15 @@ class Commit:
     seq: int
     prev_trailer_offset: int
     time_ns: int
+    region_crc: int = 0
+    flags: int = 0
+
+    @property
+    def region_start(self) -> int:
+        """Where this commit's bytes begin: the end of the previous commit."""
+        if self.prev_trailer_offset:
+            return self.prev_trailer_offset + TRAILER_RECORD_SIZE
+        return FILE_HEADER.size
 
     @property
     def end(self) -> int:
@@ -95,9 +105,10 @@ class Commit:
         return self.trailer_offset + TRAILER_RECORD_SIZE
 
 
-def encode_trailer_payload(toc_offset: int, seq: int, prev: int, time_ns: int) -> bytes:
-    """The 32-byte trailer payload."""
-    return TRAILER.pack(toc_offset, seq, prev, time_ns)
+def encode_trailer_payload(commit: Commit) -> bytes:
+    """The trailer payload of ``commit``."""
+    return TRAILER.pack(commit.toc_offset, commit.seq, commit.prev_trailer_offset,
+                        commit.time_ns, commit.region_crc, commit.flags)
 
 
 def parse_trailer(window: bytes, offset: int, tag: int) -> Commit:
@@ -109,16 +120,33 @@ def parse_trailer(window: bytes, offset: int, tag: int) -> Commit:
                         expected=exc.expected, actual=exc.actual) from None
     if head.raw_len != TRAILER.size or len(payload) != TRAILER.size:
         raise CorruptError("trailer_size", offset=offset, expected=TRAILER.size, actual=head.raw_len)
-    toc_offset, seq, prev, time_ns = TRAILER.unpack(payload)
+    toc_offset, seq, prev, time_ns, region_crc, flags = TRAILER.unpack(payload)
+    if flags & ~TRAILER_REGION_CHECKED:
+        raise CorruptError("reserved", "unknown trailer flags", offset=offset, actual=flags)
     if not FILE_HEADER.size <= toc_offset < offset or toc_offset % 8:
         raise CorruptError("bad_reference", "trailer's TOC offset", offset=offset,
                            expected=f"aligned, in [{FILE_HEADER.size}, {offset})", actual=toc_offset)
-    if prev and not FILE_HEADER.size <= prev < offset:
+    if prev and not (FILE_HEADER.size <= prev and prev + TRAILER_RECORD_SIZE <= offset):
         raise CorruptError("bad_reference", "trailer's previous-trailer offset", offset=offset,
-                           expected=f"in [{FILE_HEADER.size}, {offset})", actual=prev)
+                           expected=f"in [{FILE_HEADER.size}, {offset - TRAILER_RECORD_SIZE}]",
+                           actual=prev)
     if seq == 0:
         raise CorruptError("bad_commit_seq", offset=offset, expected=">= 1", actual=seq)
-    return Commit(offset, toc_offset, seq, prev, time_ns)
+    return Commit(offset, toc_offset, seq, prev, time_ns, region_crc, flags)
+
+
+def check_region(read: Reader, commit: Commit) -> None:
+    """A one-fsync commit counts only if every byte it wrote reached the disk."""
+    if not commit.flags & TRAILER_REGION_CHECKED:
+        return
+    start = commit.region_start
+    if commit.toc_offset < start:
+        raise CorruptError("bad_reference", "TOC before the commit's region",
+                           offset=commit.trailer_offset, expected=f">= {start}",
+                           actual=commit.toc_offset)
+    if crc32c(read(start, commit.trailer_offset - start)) != commit.region_crc:
+        raise CorruptError("region_crc", "the commit's bytes did not all reach the disk",
+                           offset=commit.trailer_offset)
 
 
 Reader = Callable[[int, int], bytes]
@@ -153,6 +181,9 @@ class Located:
     tail_bytes: int
     # Later trailers that were intact but whose TOC failed validation.
     damaged_commits: tuple[tuple[int, MemsegError], ...]
+    # Later trailers that were intact but whose region CRC failed: a one-fsync
+    # commit the disk kept only part of, or damage to an acknowledged one.
+    unverified: tuple[int, ...] = ()
 
 
 def locate_commit(
@@ -161,30 +192,37 @@ def locate_commit(
     tag: int,
     check_toc: Callable[[Commit], object],
 ) -> Located:
-    """Find the newest commit whose trailer and TOC are intact.
+    """Find the newest commit whose trailer, region and TOC are intact.
 
     The fast path reads the trailer at the end of the file (O(1)); a torn or
     damaged tail falls back to scanning backwards. ``check_toc`` raises a
     MemsegError if the commit's TOC is unusable.
     """
-    damaged: list[tuple[int, MemsegError]] = []
     last = size - TRAILER_RECORD_SIZE
     if last >= FILE_HEADER.size and last % 8 == 0:
         try:
             commit = parse_trailer(read(last, TRAILER_RECORD_SIZE), last, tag)
+            check_region(read, commit)
             check_toc(commit)
             return Located(commit, 0, ())
         except MemsegError:
             pass  # torn or damaged: the scan below sorts out which
+    damaged: list[tuple[int, MemsegError]] = []
+    unverified: list[int] = []
     for offset in trailer_candidates(read, size, tag):
         try:
             commit = parse_trailer(read(offset, TRAILER_RECORD_SIZE), offset, tag)
         except MemsegError:
             continue  # a torn trailer, or bytes that merely look like one
         try:
+            check_region(read, commit)
+        except MemsegError:
+            unverified.append(offset)
+            continue
+        try:
             check_toc(commit)
         except MemsegError as exc:
             damaged.append((offset, exc))
             continue
-        return Located(commit, size - commit.end, tuple(damaged))
-    return Located(None, size - FILE_HEADER.size, tuple(damaged))
+        return Located(commit, size - commit.end, tuple(damaged), tuple(unverified))
+    return Located(None, size - FILE_HEADER.size, tuple(damaged), tuple(unverified))

@@ -63,9 +63,19 @@ def record_size(stored_len: int) -> int:
 
 # --- 3. Commit trailer (SPEC.md "Trailer") ------------------------------------
 
-# toc_offset, commit_seq, prev_trailer_offset, commit_time_ns
-TRAILER = struct.Struct("<QQQq")
+# toc_offset, commit_seq, prev_trailer_offset, commit_time_ns, region_crc, flags.
+# region_crc is the CRC32C of every byte from the end of the previous commit
+# (or of the file header) up to this trailer.
+TRAILER = struct.Struct("<QQQqII")
 TRAILER_RECORD_SIZE = record_size(TRAILER.size)
+# Set when the commit was made durable with ONE fsync (records, TOC and trailer
+# written together): its writes may then have reached the disk in any order,
+# so the commit counts only if region_crc matches. Without the flag the writer
+# synced everything before writing the trailer, and the region is not re-read.
+TRAILER_REGION_CHECKED = 0x01
+# Commits whose region is at most this large use the one-fsync protocol, so
+# the region a reader must re-check at open stays small.
+SINGLE_SYNC_MAX_REGION = 1024 * 1024
 
 # --- 4. Table of contents (SPEC.md "TOC") -------------------------------------
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from memseg.codec import json_bytes
+from memseg.codec import crc32c, json_bytes
 from memseg.container import (
     Commit,
     FileHeader,
@@ -37,6 +37,9 @@ from memseg.format import (
     MAX_NAME,
     MAX_STATUS,
     RECENT_BLOCKS_MAX,
+    SINGLE_SYNC_MAX_REGION,
+    TRAILER,
+    TRAILER_REGION_CHECKED,
     Codec,
     Kind,
     State,
@@ -151,7 +154,14 @@ class Store:
                     "refusing to append over it: read it with mode 'r' or salvage it",
                     offset=offset)
             committed = located.commit.end if located.commit else FILE_HEADER.size
-            if committed < size:
+            region_crc = 0
+            if located.unverified:
+                # An intact trailer whose commit failed its region CRC: a crash
+                # mid-commit or damage to an acknowledged commit; which, nobody
+                # can tell. Keep those bytes for salvage and append after them.
+                region_crc = crc32c(fh.read(committed, size - committed))
+                committed = size
+            elif committed < size:
                 fh.truncate(committed)  # the torn tail of a writer that died
                 fh.sync()
             stale = self.path + COMPACT_SUFFIX
@@ -166,6 +176,9 @@ class Store:
         self._located = located
         self._commit = located.commit
         self._end = committed
+        # Where the file may be cut back to after a failed write: the end of
+        # the last commit, or of bytes kept for salvage at open.
+        self._durable_end = committed
         if located.commit is None:
             self._toc = TocState({}, [])
         else:
@@ -174,6 +187,8 @@ class Store:
         self._dirty: set[uuid.UUID] = set()
         self._ticket = 0
         self._durable_ticket = 0
+        # CRC32C of every byte appended since the last commit's trailer.
+        self._region_crc = region_crc
         self._view_cache: View | None = None
 
     def _lock(self, timeout: float) -> FileHandle:
@@ -262,7 +277,7 @@ class Store:
         assert self._fh is not None
         # If this fails too, the next writer's open cuts the torn tail instead.
         with contextlib.suppress(OSError):
-            self._fh.truncate(self._commit.end if self._commit else FILE_HEADER.size)
+            self._fh.truncate(self._durable_end)
         return self._failed
 
     def _append(self, record: bytes) -> int:
@@ -274,6 +289,7 @@ class Store:
         except OSError as exc:
             raise self._fail(exc) from exc
         self._end = offset + len(record)
+        self._region_crc = crc32c(record, self._region_crc)
         return offset
 
     def start_session(self, name: str | None = None, meta: dict[str, Any] | None = None,
@@ -392,38 +408,52 @@ class Store:
         with self._commit_lock:
             if self._durable_ticket >= ticket:
                 return  # a commit that started after our staging covered us
+            assert self._fh is not None
+            seq = (self._commit.seq if self._commit else 0) + 1
+            prev = self._commit.trailer_offset if self._commit else 0
             with self._mutex:
                 self._check_writable()
                 covered = self._ticket
                 runs, ids = plan_commit(self._toc, self._dirty)
-                payload = encode_toc(runs, [self._toc.entries[i] for i in ids])
-                toc_offset = self._append(encode_record(self._tag, Kind.TOC, payload))
+                toc = encode_record(self._tag, Kind.TOC,
+                                    encode_toc(runs, [self._toc.entries[i] for i in ids]))
+                region_start = self._commit.end if self._commit else FILE_HEADER.size
+                # A small commit is written whole and synced once; the trailer's
+                # region CRC lets a reader reject it if the disk kept only part.
+                single = self._end + len(toc) - region_start <= SINGLE_SYNC_MAX_REGION
+                toc_offset = self._append(toc)
                 self._dirty.clear()
                 kept = {r.offset: ids_ for r, ids_ in self._toc.runs}
                 new_runs = [(Run(toc_offset, len(ids)), frozenset(ids))]
                 new_runs += [(r, kept[r.offset]) for r in runs]
-            assert self._fh is not None
-            seq = (self._commit.seq if self._commit else 0) + 1
-            prev = self._commit.trailer_offset if self._commit else 0
+                if single:
+                    commit = self._append_trailer(toc_offset, seq, prev, TRAILER_REGION_CHECKED)
             try:
-                # Two syncs: the TOC and everything before it must be durable
-                # before a trailer can make them visible (SPEC.md "Commit protocol").
                 if self.sync == "commit":
                     self._fh.sync()
-                with self._mutex:
-                    now = time.time_ns()
-                    trailer = frame(self._tag, Kind.TRAILER, Codec.NONE,
-                                    encode_trailer_payload(toc_offset, seq, prev, now), 32)
-                    trailer_offset = self._append(trailer)
-                if self.sync == "commit":
-                    self._fh.sync()
+                if not single:
+                    # A large commit: its records and TOC are durable (synced
+                    # above) before the trailer that makes them visible is written.
+                    with self._mutex:
+                        commit = self._append_trailer(toc_offset, seq, prev, 0)
+                    if self.sync == "commit":
+                        self._fh.sync()
             except OSError as exc:
                 with self._mutex:
                     raise self._fail(exc) from exc
             with self._mutex:
                 self._toc.runs = new_runs
-                self._commit = Commit(trailer_offset, toc_offset, seq, prev, now)
+                self._commit = commit
+                self._durable_end = commit.end
                 self._durable_ticket = covered
+
+    def _append_trailer(self, toc_offset: int, seq: int, prev: int, flags: int) -> Commit:
+        """Append the trailer closing the current region; caller holds the mutex."""
+        commit = Commit(self._end, toc_offset, seq, prev, time.time_ns(), self._region_crc, flags)
+        self._append(frame(self._tag, Kind.TRAILER, Codec.NONE, encode_trailer_payload(commit),
+                           TRAILER.size))
+        self._region_crc = 0
+        return commit
 
     def commit_staged(self) -> None:
         """Commit whatever is staged (flushes commit on their own; this is rarely needed)."""

@@ -68,7 +68,10 @@ def _record_offsets(data: bytes, kind: Kind) -> list[int]:
 
 
 def test_damaged_block_is_reported_when_read_not_at_open(store_path: Path) -> None:
-    data = bytearray(_one_session(store_path))
+    _one_session(store_path)
+    with memseg.open(store_path, "a") as store:
+        store.start_session(name="later").end()  # so the damage is not in the last commit
+    data = bytearray(store_path.read_bytes())
     [block_at] = _record_offsets(bytes(data), Kind.BLOCK)
     data[block_at + RECORD_HEADER.size + BLOCK_HEADER.size + 40] ^= 0xFF  # in the payload blob
     store_path.write_bytes(data)
@@ -85,3 +88,25 @@ def test_writing_through_a_reader_is_refused(store_path: Path) -> None:
     _one_session(store_path)
     with memseg.open(store_path) as store, pytest.raises(memseg.ReadOnlyError):
         store.resume("s")
+
+
+def test_damage_in_the_last_commit_shows_the_one_before_and_is_kept(store_path: Path) -> None:
+    _one_session(store_path)
+    good = store_path.stat().st_size
+    with memseg.open(store_path, "a") as store, store.start_session(name="last") as rec:
+        rec.record("k", "in the last commit", ts_ns=2)
+    data = bytearray(store_path.read_bytes())
+    [_, last_block] = _record_offsets(bytes(data), Kind.BLOCK)
+    data[last_block + RECORD_HEADER.size + BLOCK_HEADER.size] ^= 0x01
+    store_path.write_bytes(data)
+    with memseg.open(store_path) as reader:
+        # The last commit's region CRC fails: it may never have reached the disk whole.
+        assert [i.name for i in reader.sessions()] == ["s"]
+        assert reader.tail_bytes == len(data) - good
+        assert reader.located.unverified
+    with memseg.open(store_path, "a") as store:
+        store.start_session(name="after").end()
+    after = store_path.read_bytes()
+    assert after[: len(data)] == bytes(data)  # the writer kept those bytes for salvage
+    with memseg.open(store_path) as reader:
+        assert [i.name for i in reader.sessions()] == ["s", "after"]

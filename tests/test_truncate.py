@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import memseg
-from memseg.format import FILE_HEADER, MAGIC
+from memseg.format import FILE_HEADER, MAGIC, RECORD_HEADER, TRAILER, TRAILER_RECORD_SIZE
 
 
 def _state(store: memseg.Store) -> list[tuple[str | None, str, int, list[object]]]:
@@ -44,8 +44,8 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[
         data = path.read_bytes()
         trailer = commit.trailer_offset
         while trailer:
-            ends.append(trailer + 64)
-            trailer = int.from_bytes(data[trailer + 32 + 16 : trailer + 32 + 24], "little")
+            ends.append(trailer + TRAILER_RECORD_SIZE)
+            _toc, _seq, trailer, *_ = TRAILER.unpack_from(data, trailer + RECORD_HEADER.size)
     for end in sorted(ends):
         prefix = path.parent / f"prefix-{end}.mseg"
         prefix.write_bytes(data[:end])

@@ -81,7 +81,8 @@ SINGLE_SYNC_MAX_REGION = 1024 * 1024
 
 # run_count, entry_count, heap_len, reserved
 TOC_HEADER = struct.Struct("<IIII")
-# offset of an older TOC record whose inline entries form a run, its entry count
+# offset, count, reserved. An older TOC record whose inline entries form a run,
+# and how many entries it holds.
 TOC_RUN = struct.Struct("<QI4x")
 # session_id, snapshot_offset, session_offset, created_ns, last_activity_ns,
 # ended_ns, action_count, checkpoint_count, stored_bytes, state, flags,
@@ -101,7 +102,7 @@ FLAG_HAS_ENDED = 0x01
 
 # --- 5. Session records (SPEC.md "SESSION", "SNAPSHOT", "INDEX") -------------
 
-# session_id, created_ns, name_len, reserved, meta_len
+# session_id, created_ns, name_len, flags, meta_len. Flags bit 0: the session has a name.
 SESSION_HEADER = struct.Struct("<16sqHHI")
 # session_id, session_offset, state, flags, status_len, kind_count,
 # action_count, checkpoint_count, created_ns, last_activity_ns, ended_ns,

@@ -135,8 +135,9 @@ class Store:
         fh = self._lock(lock_timeout)
         try:
             size = fh.size()
-            if size < FILE_HEADER.size and fh.read(0, size) == MAGIC[:size]:
-                # New, or a creation that died before its header was whole.
+            if size < FILE_HEADER.size and fh.read(0, size)[: len(MAGIC)] == MAGIC[:size]:
+                # New, or a creation that died before its header was whole
+                # (a header cut anywhere, even after the magic, holds no commit).
                 fh.truncate(0)
                 header = FileHeader(uuid.uuid4(), 1, 0, time.time_ns())
                 fh.write(0, encode_file_header(header.file_id, header.created_ns))

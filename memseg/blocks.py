@@ -31,7 +31,7 @@ from memseg.format import (
     padded,
 )
 from memseg.framing import RecordHeader
-from memseg.model import Checkpoint
+from memseg.model import Action, Checkpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,16 +150,29 @@ class BlockView:
             self._blob_bytes = raw
         return self._blob_bytes
 
-    def item(self, i: int) -> tuple[bytes, bytes | None]:
-        """Payload and result bytes of the block's ``i``-th action."""
+    def actions(self, lo: int, hi: int, kinds: Sequence[str]) -> list[Action]:
+        """Actions ``lo``..``hi`` of the block (block-relative), built in one pass."""
         blob = self.blob()
         n = self.count
-        start = int(self._ends[i - 1]) if i else 0
-        end = int(self._ends[i])
-        rstart = int(self._ends[n + i - 1])
-        rend = int(self._ends[n + i])
-        has_result = (int(self.flags[i]) >> RESULT_SHIFT) & VALUE_MASK != ValueType.NONE
-        return blob[start:end], blob[rstart:rend] if has_result else None
+        # Python lists once per call: indexing numpy scalars per action costs
+        # more than the whole rest of building an Action.
+        starts = [0, *self._ends[: n - 1].tolist()] if n else []
+        ends = self._ends.tolist()
+        ts = self.ts[lo:hi].tolist()
+        codes = self.kinds[lo:hi].tolist()
+        flags = self.flags[lo:hi].tolist()
+        first = self.first_seq
+        none = int(ValueType.NONE)  # enum attribute lookups are slow in a hot loop
+        out = []
+        for j, i in enumerate(range(lo, hi)):
+            f = flags[j]
+            rtype = (f >> RESULT_SHIFT) & VALUE_MASK
+            out.append(Action(
+                first + i, ts[j], kinds[codes[j]], blob[starts[i] : ends[i]],
+                None if rtype == none else blob[ends[n + i - 1] : ends[n + i]],
+                f & VALUE_MASK, rtype,
+            ))
+        return out
 
     def checkpoints(self) -> list[Checkpoint]:
         """The checkpoints taken in this block's flush."""

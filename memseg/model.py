@@ -52,7 +52,9 @@ class SessionInfo:
     stored_bytes: int
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ costs several times more, and
+# reading a session builds one Action per recorded action.
+@dataclass(slots=True)
 class Action:
     """One recorded action. ``payload``/``result`` are the stored bytes; ``value()``
     and ``result_value()`` give back what was recorded, in its original type."""

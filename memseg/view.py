@@ -20,7 +20,7 @@ from memseg.blocks import BlockView
 from memseg.codec import json_object
 from memseg.container import Commit, FileHeader
 from memseg.errors import CorruptError
-from memseg.format import BLOCK_REF, RESULT_SHIFT, VALUE_MASK, Kind
+from memseg.format import BLOCK_REF, Kind
 from memseg.framing import parse_header, read_record
 from memseg.model import Action, Checkpoint, SessionInfo, SessionState
 from memseg.records import BlockRefs, Snapshot, decode_index, decode_snapshot
@@ -227,15 +227,6 @@ class Actions:
             self._cache.popitem(last=False)
         return block
 
-    def _action(self, block_index: int, block: BlockView, i: int) -> Action:
-        payload, result = block.item(i)
-        flags = int(block.flags[i])
-        return Action(
-            seq=block.first_seq + i, ts_ns=int(block.ts[i]), kind=self.kinds[int(block.kinds[i])],
-            payload=payload, result=result, payload_type=flags & VALUE_MASK,
-            result_type=(flags >> RESULT_SHIFT) & VALUE_MASK,
-        )
-
     def _range(self, start: int, stop: int) -> list[Action]:
         out: list[Action] = []
         if start >= stop:
@@ -246,7 +237,7 @@ class Actions:
             block = self.block(b)
             base = int(self._starts[b])
             lo, hi = max(start, base) - base, min(stop, base + block.count) - base
-            out += [self._action(b, block, i) for i in range(lo, hi)]
+            out += block.actions(lo, hi, self.kinds)
         return out
 
     @overload
@@ -270,8 +261,7 @@ class Actions:
     def __iter__(self) -> Iterator[Action]:
         for b in range(len(self.refs)):
             block = self.block(b)
-            for i in range(block.count):
-                yield self._action(b, block, i)
+            yield from block.actions(0, block.count, self.kinds)
 
     def _column(self, name: str) -> npt.NDArray[np.generic]:
         parts = [getattr(self.block(b), name) for b in range(len(self.refs))]

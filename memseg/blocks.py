@@ -39,7 +39,7 @@ class PendingCheckpoint:
     id: int
     at_seq: int
     ts_ns: int
-    value_type: ValueType
+    value_type: int
     data: bytes
 
 

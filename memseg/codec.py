@@ -57,10 +57,22 @@ def decompress(codec: int, stored: bytes | memoryview, raw_len: int, offset: int
     return out
 
 
-def encode_value(value: object) -> tuple[ValueType, bytes]:
-    """Turn a payload/result/snapshot into stored bytes and the tag that restores its type."""
+_BYTES, _STR, _JSON, _NONE = (int(t) for t in (ValueType.BYTES, ValueType.STR, ValueType.JSON,
+                                                ValueType.NONE))
+
+
+def encode_value(value: object) -> tuple[int, bytes]:
+    """Turn a payload/result/snapshot into stored bytes and the ValueType that restores its type."""
+    # Exact-type checks first: this runs twice per recorded action.
+    kind = type(value)
+    if kind is bytes:
+        return _BYTES, value  # type: ignore[return-value]
+    if kind is dict:
+        return _JSON, orjson.dumps(value)
+    if kind is str:
+        return _STR, value.encode("utf-8")  # type: ignore[attr-defined]
     if value is None:
-        return ValueType.NONE, b""
+        return _NONE, b""
     if isinstance(value, bytes | bytearray | memoryview):
         return ValueType.BYTES, bytes(value)
     if isinstance(value, str):

@@ -21,6 +21,8 @@ from memseg.format import (
     ValueType,
 )
 
+_NO_RESULT = (int(ValueType.NONE), b"")
+
 if TYPE_CHECKING:
     from memseg.store import Store
 
@@ -104,10 +106,16 @@ class Recorder:
         """Append one action; returns its seq. Durable after the next flush."""
         if self._closed:
             raise ClosedError("closed", "recorder has ended")
-        code = self._kind_code(kind)
+        code = self._live.kinds.get(kind)
+        if code is None:
+            code = self._kind_code(kind)
         ptype, pdata = encode_value(payload)
-        rtype, rdata = encode_value(result)
-        if len(pdata) + len(rdata) > MAX_VALUE:
+        if result is None:
+            rtype, rdata = _NO_RESULT
+        else:
+            rtype, rdata = encode_value(result)
+        size = len(pdata) + len(rdata)
+        if size > MAX_VALUE:
             raise ValueError(f"payload and result exceed {MAX_VALUE} bytes")
         self._ts.append(time.time_ns() if ts_ns is None else int(ts_ns))
         self._codes.append(code)
@@ -115,10 +123,10 @@ class Recorder:
         self._payloads.append(pdata)
         self._results.append(rdata)
         self._live.kind_counts[code] += 1
-        self._pending_raw += len(pdata) + len(rdata)
+        self._pending_raw += size
         seq = self._next_seq
-        self._next_seq += 1
-        if len(self._ts) >= BLOCK_MAX_ACTIONS or self._pending_raw >= BLOCK_MAX_RAW:
+        self._next_seq = seq + 1
+        if self._pending_raw >= BLOCK_MAX_RAW or len(self._ts) >= BLOCK_MAX_ACTIONS:
             self._cut_block()
         return seq
 

@@ -1,0 +1,454 @@
+"""SPEC.md tells the truth about the bytes: its tables are checked against memseg.format and the code.
+
+Byte tables must match the structs field by field, every reason code the code raises must be
+listed, the constants and enum values must agree, and the example hex dumps must be real files.
+"""
+
+from __future__ import annotations
+
+import ast
+import enum
+import importlib
+import re
+import struct
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import memseg
+from memseg import errors
+from memseg import format as fmt
+from memseg.codec import crc32c
+from memseg.container import parse_file_header
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC_PATH = ROOT / "SPEC.md"
+SOURCE_DIR = Path(memseg.__file__).resolve().parent
+
+_LAYOUT = re.compile(r"^Layout `(\w+)`")
+_ENUM = re.compile(r"^Enum `(\w+)`")
+_CELL_SPLIT = re.compile(r"(?<!\\)\|")
+_STRUCT_ITEM = re.compile(r"(\d*)([xbBhHiIqQs])")
+_STRUCT_TYPES = {"b": "i8", "B": "u8", "h": "i16", "H": "u16", "i": "i32", "I": "u32",
+                 "q": "i64", "Q": "u64"}
+
+
+# --- reading SPEC.md ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def spec() -> str:
+    return SPEC_PATH.read_text(encoding="utf-8")
+
+
+def _cells(line: str) -> list[str]:
+    """The cells of one markdown table row, unescaped and stripped."""
+    parts = _CELL_SPLIT.split(line.strip())
+    return [p.strip().replace("\\|", "|") for p in parts[1:-1]]
+
+
+def _table_at(lines: list[str], start: int) -> list[dict[str, str]]:
+    """The first markdown table at or after line ``start`` (blank lines may come before it)."""
+    i = start
+    while i < len(lines) and not lines[i].lstrip().startswith("|"):
+        if lines[i].strip() and i > start:
+            raise AssertionError(f"SPEC.md line {start + 1}: expected a table, found {lines[i]!r}")
+        i += 1
+    head = _cells(lines[i])
+    rows: list[dict[str, str]] = []
+    i += 2  # skip the |---| line
+    while i < len(lines) and lines[i].lstrip().startswith("|"):
+        rows.append(dict(zip(head, _cells(lines[i]), strict=True)))
+        i += 1
+    return rows
+
+
+def _marked_tables(text: str, marker: re.Pattern[str]) -> dict[str, list[dict[str, str]]]:
+    """Tables that follow a marker line such as "Layout `FILE_HEADER`", keyed by the marked name."""
+    lines = text.splitlines()
+    found: dict[str, list[dict[str, str]]] = {}
+    for n, line in enumerate(lines):
+        m = marker.match(line)
+        if m:
+            assert m.group(1) not in found, f"SPEC.md marks {m.group(1)} twice"
+            found[m.group(1)] = _table_at(lines, n + 1)
+    return found
+
+
+def _tables_with(text: str, first_column: str) -> list[list[dict[str, str]]]:
+    """Every table whose first header cell is ``first_column``."""
+    lines = text.splitlines()
+    out = []
+    for n, line in enumerate(lines):
+        if line.lstrip().startswith("|") and (n == 0 or not lines[n - 1].lstrip().startswith("|")):
+            head = _cells(line)
+            if head and head[0] == first_column:
+                out.append(_table_at(lines, n))
+    return out
+
+
+def _code(cell: str) -> str:
+    """A cell's text without markdown code quotes."""
+    return cell.replace("`", "").strip()
+
+
+# --- what the code says -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Field:
+    offset: int
+    size: int
+    type: str
+    name: str
+
+
+def _struct_types(s: struct.Struct) -> list[tuple[int, int, str]]:
+    """(offset, size, type) of each item of a little-endian struct format; pads are one item."""
+    assert s.format.startswith("<"), f"{s.format} is not little-endian"
+    out: list[tuple[int, int, str]] = []
+    pos = 0
+    items = _STRUCT_ITEM.findall(s.format[1:])
+    assert "".join(c + t for c, t in items) == s.format[1:], f"unexpected format {s.format}"
+    for count_text, code in items:
+        count = int(count_text) if count_text else 1
+        if code in "sx":
+            out.append((pos, count, f"bytes[{count}]" if code == "s" else f"pad[{count}]"))
+            pos += count
+            continue
+        size = struct.calcsize("<" + code)
+        for _ in range(count):
+            out.append((pos, size, _STRUCT_TYPES[code]))
+            pos += size
+    assert pos == s.size
+    return out
+
+
+def _comment_names() -> dict[str, list[str]]:
+    """Field names from the comment lines right above each struct in format.py."""
+    lines = (SOURCE_DIR / "format.py").read_text(encoding="utf-8").splitlines()
+    names: dict[str, list[str]] = {}
+    for n, line in enumerate(lines):
+        m = re.match(r"^([A-Z_]+) = struct\.Struct\(", line)
+        if not m:
+            continue
+        comment: list[str] = []
+        i = n - 1
+        while i >= 0 and lines[i].startswith("#"):
+            comment.insert(0, lines[i].lstrip("#").strip())
+            i -= 1
+        text = " ".join(comment)
+        # The list of names ends at the first full stop; prose may follow it.
+        listed = re.split(r"\.(?:\s|$)", text, maxsplit=1)[0]
+        names[m.group(1)] = [p.strip() for p in listed.split(",")]
+    return names
+
+
+def _layouts() -> dict[str, list[Field]]:
+    """Every fixed layout in memseg.format: struct.Struct objects and numpy record dtypes."""
+    comments = _comment_names()
+    out: dict[str, list[Field]] = {}
+    for name, value in vars(fmt).items():
+        if isinstance(value, struct.Struct):
+            types = _struct_types(value)
+            listed = comments.get(name, [])
+            assert len(listed) == len(types), (
+                f"format.py's comment above {name} names {len(listed)} fields, the struct has "
+                f"{len(types)}: {listed}")
+            out[name] = [Field(o, s, t, nm) for (o, s, t), nm in zip(types, listed, strict=True)]
+        elif isinstance(value, np.dtype) and value.names and value.fields:
+            fields = []
+            for fname in value.names:
+                dt, off = value.fields[fname][:2]
+                assert dt.kind in "ui", f"{name}.{fname}: unexpected dtype {dt}"
+                fields.append(Field(off, dt.itemsize, f"{dt.kind}{dt.itemsize * 8}", fname))
+            out[name] = fields
+    return out
+
+
+def _function_params(tree: ast.Module) -> dict[str, list[str]]:
+    """Positional parameter names of every function in a module, by function name."""
+    params: dict[str, list[str]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef):
+            params[node.name] = [a.arg for a in node.args.posonlyargs + node.args.args]
+    return params
+
+
+def _string_args(tree: ast.Module, func: str, param: str, index: int) -> set[str]:
+    """Every string constant a module passes as parameter ``param`` (position ``index``) of ``func``."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        callee = node.func
+        is_method = isinstance(callee, ast.Attribute)
+        name = callee.attr if isinstance(callee, ast.Attribute) else getattr(callee, "id", None)
+        if name != func:
+            continue
+        pos = index - 1 if is_method and index > 0 else index  # self is not passed explicitly
+        arg: ast.expr | None = node.args[pos] if pos < len(node.args) else None
+        for kw in node.keywords:
+            if kw.arg == param:
+                arg = kw.value
+        assert isinstance(arg, ast.Constant) and isinstance(arg.value, str), (
+            f"{func}() is called with a non-literal {param!r}, so its reason codes cannot be listed")
+        found.add(arg.value)
+    return found
+
+
+def _enclosing_function(tree: ast.Module, target: ast.AST) -> ast.FunctionDef:
+    """The innermost function whose body holds ``target``."""
+    holders = [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
+               and any(n is target for n in ast.walk(node))]
+    assert holders, "f-string reason outside a function"
+    return max(holders, key=lambda f: f.lineno)
+
+
+def _expand(tree: ast.Module, call: ast.Call, template: ast.JoinedStr) -> set[str]:
+    """The reason codes an f-string reason such as f"{what}_crc" can produce."""
+    func = _enclosing_function(tree, call)
+    params = _function_params(tree)[func.name]
+    results = {""}
+    for part in template.values:
+        if isinstance(part, ast.Constant):
+            results = {r + str(part.value) for r in results}
+            continue
+        assert isinstance(part, ast.FormattedValue) and isinstance(part.value, ast.Name), (
+            f"line {call.lineno}: a reason f-string may only interpolate a parameter")
+        param = part.value.id
+        assert param in params, f"line {call.lineno}: {param} is not a parameter of {func.name}"
+        values = _string_args(tree, func.name, param, params.index(param))
+        assert values, f"line {call.lineno}: no call of {func.name} passes {param}"
+        results = {r + v for r in results for v in values}
+    return results
+
+
+def _error_classes() -> set[str]:
+    return {n for n, v in vars(errors).items()
+            if isinstance(v, type) and issubclass(v, errors.MemsegError)}
+
+
+def source_reasons() -> dict[str, set[str]]:
+    """Every reason code raised in memseg/*.py, with the error classes that carry it."""
+    classes = _error_classes()
+    found: dict[str, set[str]] = {}
+    for path in sorted(SOURCE_DIR.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            callee = node.func
+            cls = callee.attr if isinstance(callee, ast.Attribute) else getattr(callee, "id", None)
+            if cls not in classes:
+                continue
+            arg: ast.expr | None = node.args[0] if node.args else None
+            for kw in node.keywords:
+                if kw.arg == "reason":
+                    arg = kw.value
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                codes = {arg.value}
+            elif isinstance(arg, ast.JoinedStr):
+                codes = _expand(tree, node, arg)
+            else:
+                raise AssertionError(f"{path.name}:{node.lineno}: {cls} raised without a literal reason")
+            for code in codes:
+                found.setdefault(code, set()).add(cls)
+    return found
+
+
+# --- byte tables ----------------------------------------------------------------
+
+
+def test_every_layout_has_a_table(spec: str) -> None:
+    tables = _marked_tables(spec, _LAYOUT)
+    missing = sorted(set(_layouts()) - set(tables))
+    assert not missing, f"SPEC.md has no `Layout` table for {missing}"
+    unknown = sorted(set(tables) - set(_layouts()))
+    assert not unknown, f"SPEC.md has Layout tables for names memseg.format lacks: {unknown}"
+
+
+_LAYOUT_NAMES = sorted(n for n, v in vars(fmt).items()
+                       if isinstance(v, struct.Struct) or (isinstance(v, np.dtype) and v.names))
+
+
+@pytest.mark.parametrize("name", _LAYOUT_NAMES)
+def test_layout_table_matches_struct(spec: str, name: str) -> None:
+    rows = _marked_tables(spec, _LAYOUT)[name]
+    want = _layouts()[name]
+    got = [Field(int(r["Offset"]), int(r["Size"]), _code(r["Type"]), _code(r["Name"])) for r in rows]
+    assert [g.name for g in got] == [w.name for w in want], f"{name}: field names or order"
+    assert got == want, f"{name}: offsets, sizes or types"
+    # Contiguous from 0 to the struct's size: every byte is in the table, none twice.
+    pos = 0
+    for g in got:
+        assert g.offset == pos, f"{name}.{g.name}: gap or overlap at {pos}"
+        pos += g.size
+    value = getattr(fmt, name)
+    assert pos == (value.size if isinstance(value, struct.Struct) else value.itemsize)
+    assert all(r["Rule"] for r in rows), f"{name}: every field needs a rule"
+
+
+def test_crc_spans_are_the_last_four_bytes(spec: str) -> None:
+    """Each header CRC covers every byte before it; the tables must end with that CRC."""
+    tables = _marked_tables(spec, _LAYOUT)
+    for layout, span, crc_name in [("FILE_HEADER", fmt.FILE_HEADER_CRC_SPAN, "header_crc"),
+                                   ("RECORD_HEADER", fmt.RECORD_HEADER_CRC_SPAN, "header_crc"),
+                                   ("BLOCK_HEADER", fmt.BLOCK_COLUMNS_CRC_SPAN, "columns_crc")]:
+        last = tables[layout][-1]
+        assert (_code(last["Name"]), int(last["Offset"])) == (crc_name, span)
+
+
+# --- constants and enums -------------------------------------------------------
+
+
+def _constant(name: str) -> object:
+    module, _, attr = name.rpartition(".")
+    source = importlib.import_module(f"memseg.{module}") if module else fmt
+    return getattr(source, attr)
+
+
+def _parse_value(cell: str) -> object:
+    text = cell.strip()
+    if text.startswith(('`"', "`'")):
+        return text.strip("`")[1:-1]
+    text = _code(text)
+    if re.fullmatch(r"([0-9a-f]{2} )*[0-9a-f]{2}", text) and " " in text:
+        return bytes.fromhex(text)
+    return int(text.replace("_", ""), 0)
+
+
+def test_constants_match_format(spec: str) -> None:
+    rows = [r for t in _tables_with(spec, "Constant") for r in t]
+    documented = {_code(r["Constant"]): _parse_value(r["Value"]) for r in rows}
+    for name, value in documented.items():
+        assert _constant(name) == value, f"SPEC.md says {name} = {value!r}, the code {_constant(name)!r}"
+    # Every plain constant of format.py is documented.
+    plain = {n for n, v in vars(fmt).items()
+             if n.isupper() and isinstance(v, int | str | bytes) and not isinstance(v, enum.Enum)}
+    assert not plain - set(documented), f"undocumented constants: {sorted(plain - set(documented))}"
+    assert {"MAGIC", "VERSION_MAJOR", "VERSION_MINOR"} <= set(documented)
+
+
+def test_enums_match_format(spec: str) -> None:
+    tables = _marked_tables(spec, _ENUM)
+    enums = {n: v for n, v in vars(fmt).items() if isinstance(v, type) and issubclass(v, enum.IntEnum)
+             and v.__module__ == fmt.__name__}
+    assert set(tables) == set(enums)
+    for name, cls in enums.items():
+        got = {int(r["Value"]): _code(r["Name"]) for r in tables[name]}
+        assert got == {int(m): m.name for m in cls}, f"enum {name}"
+
+
+# --- reason codes ----------------------------------------------------------------
+
+
+def _reason_rows(spec: str) -> dict[str, str]:
+    rows = [r for t in _tables_with(spec, "Reason") for r in t]
+    out: dict[str, str] = {}
+    for r in rows:
+        code = _code(r["Reason"])
+        assert code not in out, f"reason {code} listed twice"
+        out[code] = r["Class"]
+    return out
+
+
+def test_source_reason_scan_finds_known_codes() -> None:
+    """The scanner itself works: plain, multi-line and f-string reasons are all found."""
+    found = source_reasons()
+    assert found["bad_magic"] == {"NotMemsegError"}
+    assert found["length_mismatch"] == {"CorruptError"}  # raised as Error(\n "length_mismatch"
+    assert {"blob_crc", "checkpoint_crc"} <= set(found)  # raised as f"{what}_crc"
+
+
+def test_every_reason_code_is_documented(spec: str) -> None:
+    documented = _reason_rows(spec)
+    found = source_reasons()
+    missing = sorted(set(found) - set(documented))
+    assert not missing, f"reason codes raised in memseg/ but not in SPEC.md: {missing}"
+    for code, classes in found.items():
+        for cls in classes:
+            assert cls in documented[code], f"{code}: raised as {cls}, SPEC.md says {documented[code]}"
+    stale = sorted(set(documented) - set(found))
+    assert not stale, f"SPEC.md lists reason codes nothing raises: {stale}"
+
+
+# --- example files -------------------------------------------------------------
+
+
+def _dump(spec: str, name: str) -> bytes:
+    """The bytes of the ```xxd <name>``` block of SPEC.md."""
+    m = re.search(rf"^```xxd {re.escape(name)}\n(.*?)^```", spec, re.M | re.S)
+    assert m, f"SPEC.md has no xxd dump named {name}"
+    out = bytearray()
+    for line in m.group(1).splitlines():
+        offset, _, rest = line.partition(": ")
+        assert int(offset, 16) == len(out), f"{name}: dump line at {offset} is out of place"
+        out += bytes.fromhex(rest.split("  ", 1)[0].replace(" ", ""))
+    return bytes(out)
+
+
+def _annotation(spec: str, name: str) -> list[dict[str, str]]:
+    lines = spec.splitlines()
+    for n, line in enumerate(lines):
+        if line.startswith(f"Annotation `{name}`"):
+            return _table_at(lines, n + 1)
+    raise AssertionError(f"SPEC.md has no Annotation `{name}` table")
+
+
+def test_header_only_dump_matches_a_new_file(spec: str, tmp_path: Path) -> None:
+    dumped = _dump(spec, "header-only")
+    path = tmp_path / "empty.mseg"
+    memseg.open(path, "a").close()
+    fresh = path.read_bytes()
+    assert len(dumped) == len(fresh) == fmt.FILE_HEADER.size
+    rows = _annotation(spec, "header-only")
+    pos = 0
+    varies = bytearray(len(fresh))
+    varying_names = set()
+    for r in rows:
+        start, size = int(r["Offset"], 0), int(r["Size"])
+        assert start == pos, f"annotation gap or overlap at {pos:#x}"
+        assert dumped[start : start + size].hex(" ") == _code(r["Bytes"]), f"annotation at {start:#x}"
+        if r["Varies"].lower().startswith("yes"):
+            varies[start : start + size] = b"\x01" * size
+            varying_names.add(_code(r["Field"]))
+        pos += size
+    assert pos == len(fresh)
+    # Only the file id, creation time and the CRC over them change from file to file.
+    assert varying_names == {"file_id", "created_ns", "header_crc"}
+    for i, (a, b) in enumerate(zip(dumped, fresh, strict=True)):
+        assert varies[i] or a == b, f"byte {i:#x}: SPEC.md shows {a:#04x}, a new file has {b:#04x}"
+    # The dump is itself a valid header.
+    parse_file_header(dumped)
+    assert crc32c(dumped[: fmt.FILE_HEADER_CRC_SPAN]) == int.from_bytes(dumped[-4:], "little")
+
+
+def test_one_session_dump_is_a_valid_file(spec: str, tmp_path: Path) -> None:
+    path = tmp_path / "one.mseg"
+    path.write_bytes(_dump(spec, "one-session"))
+    with memseg.open(path, "r") as store:
+        assert store.tail_bytes == 0
+        (info,) = store.sessions()
+        assert (info.name, info.meta, info.state, info.status) == ("demo", {"k": 1}, "ended", "ok")
+        assert info.id == uuid.UUID("00112233-4455-6677-8899-aabbccddeeff")
+        (action,) = list(store.session(info.id).actions)
+        assert (action.kind, action.value(), action.result_value()) == ("tool", {"x": 1}, "ok")
+
+
+def test_one_session_record_table_matches_dump(spec: str) -> None:
+    data = _dump(spec, "one-session")
+    rows = _annotation(spec, "one-session")
+    pos = fmt.FILE_HEADER.size
+    for r in rows:
+        offset = int(r["Offset"], 0)
+        assert offset == pos, f"record table: expected a record at {pos:#x}"
+        tag, kind, codec, _flags, stored_len, raw_len = fmt.RECORD_HEADER.unpack_from(data, pos)[:6]
+        assert tag == int.from_bytes(data[16:24], "little")
+        assert (_code(r["Kind"]), int(r["Codec"]), int(r["Stored"]), int(r["Raw"])) == (
+            fmt.Kind(kind).name, codec, stored_len, raw_len), f"record at {offset:#x}"
+        pos += fmt.record_size(stored_len)
+    assert pos == len(data)

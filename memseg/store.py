@@ -160,8 +160,12 @@ class Store:
                 # An intact trailer whose commit failed its region CRC: a crash
                 # mid-commit or damage to an acknowledged commit; which, nobody
                 # can tell. Keep those bytes for salvage and append after them.
-                region_crc = crc32c(fh.read(committed, size - committed))
-                committed = size
+                # Zero padding keeps the next record 8-aligned after an odd-sized tail.
+                pad = bytes(-size % 8)
+                if pad:
+                    fh.write(size, pad)
+                region_crc = crc32c(fh.read(committed, size - committed) + pad)
+                committed = size + len(pad)
             elif committed < size:
                 fh.truncate(committed)  # the torn tail of a writer that died
                 fh.sync()

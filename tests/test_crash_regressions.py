@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import errno
 import uuid
+from pathlib import Path
 
 import pytest
 
 import memseg
-from memseg.format import FILE_HEADER
+from fuzz.corpus import payload_of, records, rewrite
+from memseg.format import FILE_HEADER, Kind
 from tests.faultfs import SimFS
 
 PATH = "/sim/regression.mseg"
+PROBE = uuid.UUID(int=0xBEEF)
 
 
 def test_creation_cut_after_the_magic_is_recreated_by_the_next_writer() -> None:
@@ -27,3 +30,53 @@ def test_creation_cut_after_the_magic_is_recreated_by_the_next_writer() -> None:
         store.start_session(session_id=uuid.UUID(int=1)).end()
     with memseg.open(PATH, "r", fs=fs) as reader:
         assert [s.id for s in reader.sessions()] == [uuid.UUID(int=1)]
+
+
+def _real_file(tmp_path: Path, sessions: int = 2) -> Path:
+    path = tmp_path / "f.mseg"
+    with memseg.open(path, "a") as store:
+        for i in range(sessions):
+            rec = store.start_session(name=f"s{i}", session_id=uuid.UUID(int=i + 1))
+            rec.record("k", {"i": i}, ts_ns=5)
+            rec.end("ok")
+    return path
+
+
+def _append_probe(path: Path) -> None:
+    with memseg.open(path, "a") as store:
+        rec = store.start_session(name="probe", session_id=PROBE)
+        rec.record("p", "v", ts_ns=9)
+        rec.end("ok")
+
+
+def test_append_after_an_unverified_commit_of_odd_size_stays_aligned(tmp_path: Path) -> None:
+    """A writer keeping an unverified tail appended at its odd end: misaligned records that
+    no reader can find, so the new, acknowledged commit was lost (found by fuzz)."""
+    path = _real_file(tmp_path)
+    data = bytearray(path.read_bytes())
+    last = [r for r in records(bytes(data)) if r.kind == Kind.SNAPSHOT][-1]
+    data[last.payload_at] ^= 0xFF  # the last commit's region no longer matches its CRC
+    path.write_bytes(bytes(data) + b"\x01\x02\x03")
+    with memseg.open(path, "r") as reader:
+        assert reader.located.unverified
+        kept = {s.id for s in reader.sessions()}
+    _append_probe(path)
+    with memseg.open(path, "r") as reader:
+        assert {s.id for s in reader.sessions()} == kept | {PROBE}
+        assert reader.session(PROBE).actions[0].value() == "v"
+
+
+def test_trailer_with_the_largest_commit_seq_is_refused(tmp_path: Path) -> None:
+    """A trailer claiming commit 2**64-1 made the next commit's seq overflow its u64 field:
+    struct.error escaped from open("a") + flush (found by fuzz)."""
+    path = _real_file(tmp_path)
+    data = path.read_bytes()
+    trailer = [r for r in records(data) if r.kind == Kind.TRAILER][-1]
+    body = bytearray(payload_of(data, trailer))
+    body[8:16] = (2**64 - 1).to_bytes(8, "little")  # commit_seq
+    path.write_bytes(rewrite(data, trailer, bytes(body)))
+    with memseg.open(path, "r") as reader:
+        assert reader.commit is None or reader.commit.seq < 2**63
+    _append_probe(path)
+    with memseg.open(path, "r") as reader:
+        assert PROBE in {s.id for s in reader.sessions()}

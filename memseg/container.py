@@ -130,8 +130,10 @@ def parse_trailer(window: bytes, offset: int, tag: int) -> Commit:
         raise CorruptError("bad_reference", "trailer's previous-trailer offset", offset=offset,
                            expected=f"in [{FILE_HEADER.size}, {offset - TRAILER_RECORD_SIZE}]",
                            actual=prev)
-    if seq == 0:
-        raise CorruptError("bad_commit_seq", offset=offset, expected=">= 1", actual=seq)
+    # A writer appends seq + 1 to the newest commit, so the top of the u64 range
+    # can never be a real commit (and would make the next commit unwritable).
+    if not 1 <= seq < 1 << 63:
+        raise CorruptError("bad_commit_seq", offset=offset, expected="in [1, 2**63)", actual=seq)
     return Commit(offset, toc_offset, seq, prev, time_ns, region_crc, flags)
 
 

@@ -1,0 +1,389 @@
+"""Offline forensics: read a possibly damaged or half-written file, check every rule, never write.
+
+Every function here opens the file O_RDONLY and maps it read-only: no lock, no
+truncation, no write, so it works on a read-only copy and on a file another
+process is appending to. The file header may be damaged: the file tag is then
+inferred from the record headers (see scan.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import numpy as np
+
+from memseg.blocks import BlockView
+from memseg.container import Commit, Located, check_region, parse_trailer
+from memseg.errors import CorruptError, MemsegError, NotMemsegError
+from memseg.format import FILE_HEADER, RECORD_HEADER, Kind, State
+from memseg.framing import parse_header, read_payload
+from memseg.model import SessionInfo
+from memseg.records import decode_index, decode_session, decode_snapshot
+from memseg.scan import (
+    GAP,
+    OK,
+    TORN,
+    Mapped,
+    Progress,
+    RecordInfo,
+    mapped,
+    open_view,
+    scan,
+    scan_mapped,
+    trailer_seq,
+)
+from memseg.store import Store
+from memseg.store import open as open_store
+from memseg.toc import decode_toc
+from memseg.view import Session
+
+
+class Rescued:
+    """Read access to a file whose header is damaged (quacks like a read-only Store)."""
+
+    def __init__(self, path: str) -> None:
+        self._stack = contextlib.ExitStack()
+        self._m = self._stack.enter_context(mapped(path))
+        self._view, self._located = open_view(self._m)
+        self.path = path
+        self.header_error = self._m.header_error
+
+    def sessions(self) -> list[SessionInfo]:
+        return self._view.infos()
+
+    def session(self, key: uuid.UUID | str) -> Session:
+        return self._view.session(key)
+
+    @property
+    def commit(self) -> Commit | None:
+        return self._view.commit
+
+    @property
+    def file_id(self) -> uuid.UUID:
+        return self._view.header.file_id
+
+    @property
+    def located(self) -> Located:
+        return self._located
+
+    @property
+    def tail_bytes(self) -> int:
+        return self._located.tail_bytes
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def __enter__(self) -> Rescued:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def open_readonly(path: str | os.PathLike[str]) -> Store | Rescued:
+    """memseg.open(path, "r"), falling back to a rescued view when the file header is damaged.
+
+    Raises NotMemsegError when nothing of a memseg file is there, VersionError
+    for a newer major version, OSError when the file cannot be opened.
+    """
+    spath = os.fspath(path)
+    try:
+        return open_store(spath, "r")
+    except (CorruptError, NotMemsegError):
+        return Rescued(spath)
+
+
+# --- info --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    """What a file holds, from its header and newest intact commit."""
+
+    path: str
+    size: int
+    file_id: uuid.UUID
+    version: str
+    created_ns: int
+    header_error: str | None
+    commit_seq: int | None
+    commit_time_ns: int | None
+    committed_bytes: int
+    sessions_by_state: dict[str, int]
+    actions: int
+    checkpoints: int
+    bytes_live: int
+    bytes_archived: int
+    # Committed bytes no session accounts for: TOCs, trailers, deleted sessions.
+    bytes_dead: int
+    tail_bytes: int
+    damaged_commits: list[tuple[int, str]]
+
+
+def info(path: str | os.PathLike[str]) -> FileInfo:
+    """Summarise a file (works on damaged and half-written files)."""
+    with mapped(path) as m:
+        view, located = open_view(m)
+        infos = view.infos()
+        by_state = {s.name.lower(): 0 for s in State}
+        live = archived = 0
+        for s in infos:
+            by_state[s.state.value] = by_state.get(s.state.value, 0) + 1
+            if s.state == "archived":
+                archived += s.stored_bytes
+            else:
+                live += s.stored_bytes
+        committed = view.commit.end if view.commit else min(m.size, FILE_HEADER.size)
+        h = m.header
+        return FileInfo(
+            path=m.path, size=m.size, file_id=h.file_id,
+            version=f"{h.major}.{h.minor}" if m.header_error is None else "?",
+            created_ns=h.created_ns,
+            header_error=str(m.header_error) if m.header_error is not None else None,
+            commit_seq=view.commit.seq if view.commit else None,
+            commit_time_ns=view.commit.time_ns if view.commit else None,
+            committed_bytes=committed, sessions_by_state=by_state,
+            actions=sum(s.action_count for s in infos),
+            checkpoints=sum(s.checkpoint_count for s in infos),
+            bytes_live=live, bytes_archived=archived,
+            bytes_dead=max(0, committed - min(m.size, FILE_HEADER.size) - live - archived),
+            tail_bytes=located.tail_bytes,
+            damaged_commits=[(off, str(exc)) for off, exc in located.damaged_commits],
+        )
+
+
+# --- verify ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One broken rule: where, which check (a stable reason code), and what it saw."""
+
+    offset: int
+    reason: str
+    detail: str
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    """Every problem found in a file, and notes that are not problems (a torn tail)."""
+
+    path: str
+    size: int
+    file_id: uuid.UUID
+    records: int = 0
+    commits: int = 0
+    last_commit_seq: int | None = None
+    committed_bytes: int = 0
+    sessions: int = 0
+    actions: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+_REF_KINDS = {"session": Kind.SESSION, "snapshot": Kind.SNAPSHOT, "index": Kind.INDEX,
+              "block": Kind.BLOCK, "toc": Kind.TOC}
+
+
+class _Checker:
+    """Per-record structural checks; references are checked against the record map."""
+
+    def __init__(self, m: Mapped, records: list[RecordInfo], report: VerifyReport) -> None:
+        self.m = m
+        self.report = report
+        self.starts = {r.offset: r for r in records if r.status == OK}
+
+    def problem(self, offset: int, reason: str, detail: str) -> None:
+        self.report.problems.append(Problem(offset, reason, detail))
+
+    def ref(self, at: int, target: int, kind: Kind, what: str,
+            session: uuid.UUID | None = None) -> None:
+        """``target`` (referenced from the record at ``at``) must be an intact ``kind`` record before it."""
+        rec = self.starts.get(target)
+        if not 0 < target < at or rec is None:
+            self.problem(at, "bad_reference", f"{what} -> {target} is not an intact record "
+                         "before this one")
+        elif rec.kind_code != kind:
+            self.problem(at, "wrong_kind", f"{what} -> {target} is a {rec.kind}, not {kind.name}")
+        elif session is not None and rec.session_id is not None and rec.session_id != session:
+            self.problem(at, "wrong_session", f"{what} -> {target} belongs to session "
+                         f"{rec.session_id}, not {session}")
+
+    def check(self, rec: RecordInfo) -> None:
+        buf, tag, at = self.m.buf, self.m.header.tag, rec.offset
+        pad_at = at + RECORD_HEADER.size + rec.stored_len
+        if any(buf[pad_at : rec.end]):
+            # The writer pads with zeros; padding is outside every CRC, so check it here.
+            self.problem(pad_at, "padding", "record padding is not zero")
+        try:
+            head = parse_header(buf, at, self.m.size, tag)
+            if rec.kind_code == Kind.BLOCK:
+                block = BlockView(buf, head)
+                block.blob()
+                block.checkpoints()
+                prev = int(getattr(block, "prev_block", 0))
+                if prev:
+                    self.ref(at, prev, Kind.BLOCK, "previous block", block.session_id)
+                return
+            if rec.kind_code == Kind.TRAILER:
+                commit = parse_trailer(bytes(buf[at : rec.end]), at, tag)
+                check_region(lambda o, n: bytes(buf[o : o + n]), commit)
+                return
+            payload = read_payload(buf, head)
+            if rec.kind_code == Kind.SESSION:
+                decode_session(payload, at)
+            elif rec.kind_code == Kind.SNAPSHOT:
+                self.snapshot(at, payload)
+            elif rec.kind_code == Kind.INDEX:
+                sid, refs, *rest = decode_index(payload, at)
+                for off in np.asarray(refs["offset"]).tolist():
+                    self.ref(at, int(off), Kind.BLOCK, "index entry", sid)
+                for prev in rest:
+                    if prev:
+                        self.ref(at, int(prev), Kind.INDEX, "previous index", sid)
+            elif rec.kind_code == Kind.TOC:
+                runs, entries = decode_toc(payload, at)
+                for run in runs:
+                    self.ref(at, run.offset, Kind.TOC, "TOC run")
+                for e in entries:
+                    self.ref(at, e.snapshot_offset, Kind.SNAPSHOT, "TOC entry snapshot", e.session_id)
+                    self.ref(at, e.session_offset, Kind.SESSION, "TOC entry session", e.session_id)
+        except MemsegError as exc:
+            self.problem(exc.offset if exc.offset is not None else at, exc.reason, str(exc))
+
+    def snapshot(self, at: int, payload: bytes) -> None:
+        snap = decode_snapshot(payload, at)
+        for name in ("session_offset", "index_offset", "last_block_offset"):
+            target = int(getattr(snap, name, 0) or 0)
+            if target:
+                self.ref(at, target, _REF_KINDS[name.split("_")[-2]], f"snapshot {name}",
+                         snap.session_id)
+
+
+def _tail_is_torn(tail: list[RecordInfo]) -> bool:
+    """A writer that died leaves intact records, then at most one record cut by EOF
+    (or zeros a file system allocated but never wrote)."""
+    for i, rec in enumerate(tail):
+        last = i == len(tail) - 1
+        if rec.status == OK:
+            continue
+        if last and (rec.status == TORN or (rec.status == GAP and rec.reason == "zeros")):
+            continue
+        return False
+    return True
+
+
+def verify(path: str | os.PathLike[str], progress: Progress | None = None) -> VerifyReport:
+    """Check every CRC and structural rule over the whole file, committed and not."""
+    with mapped(path) as m:
+        return verify_mapped(m, progress)
+
+
+def verify_mapped(m: Mapped, progress: Progress | None = None) -> VerifyReport:
+    """``verify`` on an already mapped file."""
+    report = VerifyReport(m.path, m.size, m.header.file_id)
+    if m.header_error is not None:
+        e = m.header_error
+        report.problems.append(Problem(e.offset or 0, e.reason, str(e)))
+    half: Progress | None = None
+    if progress is not None:
+        total = 2 * max(m.size, 1)
+        half = lambda done, _size: progress(done, total)  # noqa: E731
+    records = scan_mapped(m, half)
+    report.records = sum(1 for r in records if r.status == OK)
+    checker = _Checker(m, records, report)
+    trailers = [r for r in records if trailer_seq(m, r) is not None]
+    committed_end = trailers[-1].end if trailers else min(m.size, FILE_HEADER.size)
+    report.committed_bytes = committed_end
+    tail = [r for r in records if r.offset >= committed_end]
+    torn = _tail_is_torn(tail)
+    for rec in records:
+        if rec.status == OK:
+            checker.check(rec)
+        elif not (torn and rec.offset >= committed_end):
+            detail = f"{rec.length} bytes" + (f" ({rec.kind} record)" if rec.kind != "-" else "")
+            checker.problem(rec.offset, rec.reason or rec.status, detail)
+    if tail and torn:
+        report.notes.append(Problem(committed_end, "torn_tail", f"{m.size - committed_end} bytes "
+                                    "after the last commit: a writer died or the copy was taken "
+                                    "mid-write"))
+    _check_commits(m, trailers, checker, report)
+    _check_sessions(m, report, (lambda done, tot: progress(m.size + done * m.size // max(tot, 1),
+                                                        2 * max(m.size, 1)))
+                    if progress is not None else None)
+    report.problems.sort(key=lambda p: p.offset)
+    return report
+
+
+def _check_commits(m: Mapped, trailers: list[RecordInfo], checker: _Checker,
+                   report: VerifyReport) -> None:
+    """Trailers chain back one to the next, seqs count up by one, each names its own TOC."""
+    prev: Commit | None = None
+    for rec in trailers:
+        commit = parse_trailer(bytes(m.buf[rec.offset : rec.end]), rec.offset, m.header.tag)
+        report.commits += 1
+        expected_prev = prev.trailer_offset if prev else 0
+        if commit.prev_trailer_offset != expected_prev:
+            checker.problem(rec.offset, "commit_chain", f"previous trailer is "
+                            f"{commit.prev_trailer_offset}, expected {expected_prev}")
+        if prev is not None and commit.seq != prev.seq + 1:
+            checker.problem(rec.offset, "commit_seq", f"seq {commit.seq} after {prev.seq}")
+        low = prev.end if prev else FILE_HEADER.size
+        if commit.toc_offset < low:
+            checker.problem(rec.offset, "bad_reference", f"TOC {commit.toc_offset} belongs to "
+                            "an earlier commit")
+        checker.ref(rec.offset, commit.toc_offset, Kind.TOC, "trailer TOC")
+        prev = commit
+    report.last_commit_seq = prev.seq if prev else None
+
+
+def _check_sessions(m: Mapped, report: VerifyReport, progress: Callable[[int, int], None] | None
+                    ) -> None:
+    """Read every committed session end to end the way the library does."""
+    view, located = open_view(m)
+    for offset, exc in located.damaged_commits:
+        report.problems.append(Problem(offset, "damaged_commit", str(exc)))
+    entries = list(view.entries.values())
+    report.sessions = len(entries)
+    for i, entry in enumerate(entries):
+        if progress is not None:
+            progress(i, len(entries))
+        try:
+            session = Session(view, entry)
+            actions = session.actions
+            count = sum(1 for _ in actions)
+            checkpoints = session.checkpoints
+            report.actions += count
+            if count != entry.action_count or len(checkpoints) != entry.checkpoint_count:
+                report.problems.append(Problem(entry.snapshot_offset, "count_mismatch",
+                                               f"session {entry.session_id}: TOC says "
+                                               f"{entry.action_count}/{entry.checkpoint_count} "
+                                               f"actions/checkpoints, found {count}/"
+                                               f"{len(checkpoints)}"))
+            codes = actions.kind_codes
+            counts = np.bincount(codes, minlength=len(actions.kinds)).tolist() if len(codes) else []
+            got = {k: int(c) for k, c in zip(actions.kinds, counts, strict=False) if c}
+            if got != actions.kind_counts():
+                report.problems.append(Problem(entry.snapshot_offset, "kind_counts",
+                                               f"session {entry.session_id}: per-kind counts of "
+                                               "the snapshot do not match its blocks"))
+        except MemsegError as exc:
+            report.problems.append(Problem(exc.offset if exc.offset is not None
+                                           else entry.snapshot_offset, exc.reason,
+                                           f"session {entry.session_id}: {exc}"))
+    if progress is not None:
+        progress(len(entries), max(len(entries), 1))
+
+
+__all__ = ["FileInfo", "Problem", "RecordInfo", "Rescued", "VerifyReport", "info", "open_readonly",
+           "open_view", "scan", "verify"]

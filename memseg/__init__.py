@@ -1,5 +1,6 @@
 """memseg: a single-file, append-only, crash-safe storage engine for recorded sessions."""
 
+from memseg.compactor import CompactReport, compact
 from memseg.errors import (
     ClosedError,
     CorruptError,
@@ -13,6 +14,7 @@ from memseg.errors import (
 )
 from memseg.model import Action, Checkpoint, SessionInfo, SessionState
 from memseg.recorder import Recorder
+from memseg.retention import SweepReport
 from memseg.store import Store, open
 from memseg.view import Actions, Session
 
@@ -21,6 +23,7 @@ __all__ = [
     "Actions",
     "Checkpoint",
     "ClosedError",
+    "CompactReport",
     "CorruptError",
     "LockedError",
     "MemsegError",
@@ -32,8 +35,10 @@ __all__ = [
     "SessionState",
     "StateError",
     "Store",
+    "SweepReport",
     "VersionError",
     "WriteFailedError",
+    "compact",
     "open",
 ]
 __version__ = "0.1.0"

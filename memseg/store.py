@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -57,6 +57,12 @@ from memseg.records import (
 )
 from memseg.toc import Run, TocEntry, TocState, encode_toc, load_toc, plan_commit
 from memseg.view import Session, View, find_entry, load_block_refs
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from memseg.compactor import CompactReport, Progress
+    from memseg.retention import SessionKeys, SweepReport
 
 SyncMode = Literal["commit", "none"]
 PathLike = str | os.PathLike[str]
@@ -466,6 +472,61 @@ class Store:
         with self._mutex:
             ticket = self._ticket
         self._commit_through(ticket)
+
+    # --- retention and compaction (memseg/retention.py, memseg/compactor.py) ---
+
+    def archive(self, keys: SessionKeys) -> int:
+        """Mark ended sessions archived (dropped by the next compaction); returns how many changed."""
+        from memseg.retention import archive
+        return archive(self, keys)
+
+    def unarchive(self, keys: SessionKeys) -> int:
+        """Bring archived sessions back to ended; returns how many changed."""
+        from memseg.retention import unarchive
+        return unarchive(self, keys)
+
+    def export(self, keys: SessionKeys, dest_path: PathLike, *, lock_timeout: float = 0.0) -> int:
+        """Copy sessions' stored records into another memseg file; returns how many were copied."""
+        from memseg.retention import export
+        return export(self, keys, dest_path, lock_timeout=lock_timeout)
+
+    def sweep(self, inactive_days: float, *, archive_to: PathLike | None = None,
+              max_archive_bytes: int | None = None, dry_run: bool = False,
+              now_ns: int | None = None, lock_timeout: float = 0.0) -> SweepReport:
+        """Archive ended sessions inactive for ``inactive_days`` (see memseg.retention.sweep)."""
+        from memseg.retention import sweep
+        return sweep(self, inactive_days, archive_to=archive_to,
+                     max_archive_bytes=max_archive_bytes, dry_run=dry_run, now_ns=now_ns,
+                     lock_timeout=lock_timeout)
+
+    def compact(self, progress: Progress | None = None) -> CompactReport:
+        """Rewrite the file without what is unreachable; the store goes on writing to the new file."""
+        from memseg.compactor import compact_store
+        return compact_store(self, progress)
+
+    def _commit_entries(self, entries: Iterable[TocEntry]) -> None:
+        """Stage replacement TOC entries (archive, unarchive, export) and commit them."""
+        with self._mutex:
+            self._check_writable()
+            for e in entries:
+                self._toc.entries[e.session_id] = e
+                self._dirty.add(e.session_id)
+            self._ticket += 1
+            ticket = self._ticket
+        self._commit_through(ticket)
+
+    def _switch_file(self, fh: FileHandle, end: int, commit: Commit | None,
+                     toc: TocState) -> FileHandle | None:
+        """Go on with a compacted file; the caller holds both locks. Returns the old handle."""
+        old, self._fh = self._fh, fh
+        self._end = self._durable_end = end
+        self._commit = commit
+        self._toc = toc
+        self._dirty.clear()
+        self._durable_ticket = self._ticket
+        self._region_crc = 0
+        self._view_cache = None
+        return old
 
     # --- closing ----------------------------------------------------------
 

@@ -1,0 +1,263 @@
+"""The compactor: rewrite a store without what is no longer reachable.
+
+The new file is written beside the old one (path + COMPACT_SUFFIX), synced,
+locked, and renamed over the path, so the path always names one complete file
+(SPEC.md "Archive and compaction"). The old inode is never modified, so
+readers that mapped it keep their snapshot; the writer lock is held on the old
+file until the locked new file has replaced it, so a writer waiting for the
+lock ends up on the new file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from memseg.container import Commit, encode_file_header, encode_trailer_payload
+from memseg.errors import WriteFailedError
+from memseg.format import COMPACT_SUFFIX, TRAILER, Codec, Kind, State
+from memseg.framing import encode_record, frame
+from memseg.fs import OS_FS, FileHandle, FileSystem
+from memseg.recorder import LiveSession
+from memseg.toc import Run, TocState, encode_toc
+from memseg.transfer import Copied, SessionPlan, copy_session, plan_session
+from memseg.view import View
+
+if TYPE_CHECKING:
+    from memseg.store import PathLike, Store
+
+Progress = Callable[[int, int], None]
+# Records are buffered and written in pieces of about this size.
+_CHUNK = 4 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class CompactReport:
+    """What a compaction did."""
+
+    path: str
+    bytes_before: int
+    bytes_after: int
+    sessions_kept: int
+    dropped: tuple[uuid.UUID, ...]  # archived sessions removed
+    blocks_before: int  # blocks of the kept sessions
+    blocks_after: int
+    bytes_copied: int  # source bytes copied as stored
+    bytes_merged: int  # source bytes of small blocks merged into full-size ones
+    seconds: float
+
+
+class _FileSink:
+    """Appends records to the new file, writing them in large pieces."""
+
+    def __init__(self, fh: FileHandle) -> None:
+        self._fh = fh
+        self.end = 0
+        self._parts: list[bytes] = []
+        self._pending = 0
+
+    def append(self, record: bytes) -> int:
+        offset = self.end
+        self._parts.append(record)
+        self.end += len(record)
+        self._pending += len(record)
+        if self._pending >= _CHUNK:
+            self.flush()
+        return offset
+
+    def flush(self) -> None:
+        if self._parts:
+            data = b"".join(self._parts)
+            self._parts.clear()
+            self._pending = 0
+            self._fh.write(self.end - len(data), data)
+
+
+@dataclass(frozen=True, slots=True)
+class _NewFile:
+    fh: FileHandle
+    end: int
+    commit: Commit | None
+    toc: TocState
+    copies: tuple[Copied, ...]
+
+
+def compact(path: PathLike, *, progress: Progress | None = None, fs: FileSystem | None = None,
+            lock_timeout: float = 0.0) -> CompactReport:
+    """Rewrite the memseg file at ``path`` without archived sessions or unreachable records."""
+    from memseg.store import Store
+
+    fsys = fs or OS_FS
+    name = os.fspath(path)
+    if not fsys.exists(name):
+        # Opening for writing would create it; compacting nothing is a mistake.
+        raise FileNotFoundError(errno.ENOENT, "no such memseg file", name)
+    with Store(name, "a", fs=fsys, lock_timeout=lock_timeout) as store:
+        return compact_store(store, progress)
+
+
+def compact_store(store: Store, progress: Progress | None = None) -> CompactReport:
+    """Compact a store open for writing; it goes on writing to the new file, lock held."""
+    started = time.perf_counter()
+    _settle(store)
+    try:
+        view = store._current()
+        before = store._end
+        kept = sorted((e for e in view.entries.values() if e.state != State.ARCHIVED),
+                      key=lambda e: e.session_offset)
+        dropped = tuple(sorted((e.session_id for e in view.entries.values()
+                                if e.state == State.ARCHIVED), key=lambda i: i.bytes))
+        plans = [plan_session(view, e, merge=True) for e in kept]
+        tmp = store.path + COMPACT_SUFFIX
+        try:
+            new = _write(store._fs, tmp, view, plans, progress)
+        except OSError as exc:
+            raise WriteFailedError("compact_failed", f"{exc.strerror or exc}; the file is "
+                                   "unchanged and the store still writes to it") from exc
+        _install(store, tmp, new)
+    finally:
+        store._mutex.release()
+        store._commit_lock.release()
+    return CompactReport(
+        store.path, before, new.end, len(kept), dropped,
+        sum(c.blocks_in for c in new.copies), sum(c.block_count for c in new.copies),
+        sum(c.copied for c in new.copies), sum(c.merged for c in new.copies),
+        time.perf_counter() - started,
+    )
+
+
+def _behind(store: Store) -> list[LiveSession]:
+    """Open recorders with blocks no committed snapshot covers yet."""
+    out: list[LiveSession] = []
+    for rec in store._recorders.values():
+        live = rec._live
+        entry = store._toc.entries.get(live.session_id)
+        if entry is None or (entry.action_count, entry.checkpoint_count) != (
+                live.action_count, live.checkpoint_count):
+            out.append(live)
+    return out
+
+
+def _settle(store: Store) -> None:
+    """Commit everything staged, then hold the commit lock and mutex with nothing staged.
+
+    Blocks a recorder cut on its own are covered by a snapshot first, or the
+    compaction would drop them as unreachable. Committing them before the
+    rewrite makes the new file's single commit the old file's last commit.
+    """
+    while True:
+        with store._mutex:
+            store._check_writable()
+            for live in _behind(store):
+                store._stage_snapshot(live, None, end=False)
+        store.commit_staged()
+        store._commit_lock.acquire()
+        store._mutex.acquire()
+        if not store._dirty and not _behind(store):
+            return
+        store._mutex.release()
+        store._commit_lock.release()
+
+
+def _write(fs: FileSystem, tmp: str, view: View, plans: Sequence[SessionPlan],
+           progress: Progress | None) -> _NewFile:
+    """Write, sync and lock the new file at ``tmp``; on failure remove it."""
+    if fs.exists(tmp):
+        # Never truncate a file in place: someone may have it mapped.
+        fs.remove(tmp)
+    fh = fs.open(tmp, write=True, create=True)
+    try:
+        # Locked before it is renamed into place, so no writer can slip in.
+        fh.lock(0.0)
+        header, tag = view.header, view.header.tag
+        total = sum(p.source_bytes for p in plans)
+        done = 0
+
+        def advance(n: int) -> None:
+            nonlocal done
+            done += n
+            if progress is not None:
+                progress(done, total)
+
+        if progress is not None:
+            progress(0, total)
+        sink = _FileSink(fh)
+        sink.append(encode_file_header(header.file_id, header.created_ns))
+        copies = tuple(copy_session(view, p, sink, tag, advance=advance) for p in plans)
+        entries = sorted((c.entry for c in copies), key=lambda e: e.session_id.bytes)
+        commit: Commit | None = None
+        runs: list[tuple[Run, frozenset[uuid.UUID]]] = []
+        if view.commit is not None:
+            # Uncompressed, so sizes never depend on offsets (SweepReport
+            # predicts compacted sizes exactly).
+            toc_offset = sink.append(encode_record(tag, Kind.TOC, encode_toc([], entries),
+                                                   allow_compress=False))
+            # The old file's last commit seq and time: the output depends on
+            # the live content only, so compaction is deterministic.
+            commit = Commit(sink.end, toc_offset, view.commit.seq, 0, view.commit.time_ns)
+            sink.append(frame(tag, Kind.TRAILER, Codec.NONE, encode_trailer_payload(commit),
+                              TRAILER.size))
+            runs = [(Run(toc_offset, len(entries)), frozenset(e.session_id for e in entries))]
+        sink.flush()
+        fh.sync()
+    except BaseException:
+        fh.close()
+        with contextlib.suppress(OSError):
+            fs.remove(tmp)
+        raise
+    return _NewFile(fh, sink.end, commit, TocState({e.session_id: e for e in entries}, runs),
+                    copies)
+
+
+def _renamed(fs: FileSystem, path: str, fh: FileHandle) -> bool | None:
+    """Whether ``path`` names the new file (None if that cannot be told)."""
+    try:
+        return fs.identity(path) == fh.identity()
+    except OSError:
+        return None
+
+
+def _install(store: Store, tmp: str, new: _NewFile) -> None:
+    """Rename the new file over the old and move the store onto it."""
+    fs = store._fs
+    try:
+        fs.rename(tmp, store.path)
+    except OSError as exc:
+        if _renamed(fs, store.path, new.fh) is False:
+            new.fh.close()
+            with contextlib.suppress(OSError):
+                fs.remove(tmp)
+            raise WriteFailedError("compact_failed", f"{exc.strerror or exc}; the file is "
+                                   "unchanged and the store still writes to it") from exc
+        # Renamed, or unknown: never write to a replaced inode; refuse writes.
+        _switch(store, new)
+        raise store._fail(exc) from exc
+    _switch(store, new)
+    try:
+        fs.sync_dir(os.path.dirname(os.path.abspath(store.path)))
+    except OSError as exc:
+        # The rename may not survive a power cut: stop until reopened.
+        raise store._fail(exc) from exc
+
+
+def _switch(store: Store, new: _NewFile) -> None:
+    """Point the store, and its open recorders, at the new file; release the old lock."""
+    old = store._switch_file(new.fh, new.end, new.commit, new.toc)
+    if old is not None:
+        with contextlib.suppress(OSError):
+            old.close()
+    where = {c.entry.session_id: c for c in new.copies}
+    for rec in store._recorders.values():
+        live, c = rec._live, where[rec._live.session_id]
+        live.session_offset = c.entry.session_offset
+        live.index_offset = c.index_offset
+        live.index_block_count = c.block_count
+        live.last_block_offset = c.last_block_offset
+        live.recent = []
+        live.stored_bytes = c.bytes

@@ -1,0 +1,364 @@
+"""The compactor: what it keeps, drops and merges, determinism, crashes, readers and waiters."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import memseg
+from memseg.blockmerge import merge_blocks
+from memseg.blocks import PendingCheckpoint, encode_block
+from memseg.format import COMPACT_SUFFIX, RESULT_SHIFT
+from tests.retention_support import (
+    FaultMode,
+    StepFaultFS,
+    dump_path,
+    dump_store,
+    record_session,
+)
+
+
+def _build(path: Path) -> None:
+    """Ended, archived and active sessions, recorded with many small flushes."""
+    with memseg.open(path, "a", sync="none") as store:
+        for i in range(4):
+            record_session(store, f"s{i}", actions=30 + 7 * i, t0=1000 * i)
+        record_session(store, "live", actions=25, end=False)
+        store.archive(["s1", "s3"])
+
+
+def test_compaction_keeps_live_sessions_exactly_and_drops_archived(store_path: Path) -> None:
+    _build(store_path)
+    before = dump_path(store_path)
+    live = dump_path(store_path, live_only=True)
+    archived = sorted(k for k, d in before.items() if d["state"] == "archived")
+    report = memseg.compact(store_path)
+    assert sorted(str(i) for i in report.dropped) == archived
+    assert report.sessions_kept == len(live) == 3
+    assert dump_path(store_path) == live
+    assert report.bytes_after == store_path.stat().st_size < report.bytes_before
+    with memseg.open(store_path) as store:
+        assert store.session("live").info.state == "active"
+        assert store.session("s0").info.stored_bytes > 0
+
+
+def test_compaction_merges_the_blocks_of_frequent_flushes(store_path: Path) -> None:
+    with memseg.open(store_path, "a", sync="none") as store, store.start_session(name="chatty") as rec:
+        for i in range(1000):
+            rec.record("line", f"output line {i}", ts_ns=i)
+            rec.flush()
+    before = dump_path(store_path)
+    report = memseg.compact(store_path)
+    assert dump_path(store_path) == before
+    assert report.blocks_before == 1000
+    assert report.blocks_after == 1
+    assert report.bytes_merged > 0
+    assert report.bytes_after < report.bytes_before / 5
+
+
+def test_full_blocks_are_copied_not_recompressed(store_path: Path) -> None:
+    with memseg.open(store_path, "a", sync="none") as store:
+        record_session(store, "small", actions=30)
+        with store.start_session(name="big") as rec:
+            for i in range(50):  # 64 KiB each: the recorder cuts 1 MiB blocks
+                rec.record("blob", random.Random(i).randbytes(64 * 1024), ts_ns=i)
+        store.archive("small")  # so every block of "big" moves
+    before = dump_path(store_path, live_only=True)
+    report = memseg.compact(store_path)
+    assert dump_path(store_path) == before
+    assert report.bytes_merged == 0
+    assert report.blocks_after == report.blocks_before == 4
+    assert report.bytes_copied > 3 * 1024 * 1024
+
+
+def test_compaction_is_deterministic_and_idempotent(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.mseg", tmp_path / "b.mseg"
+    _build(a)
+    shutil.copyfile(a, b)
+    memseg.compact(a)
+    with memseg.open(b, "a") as store:
+        store.compact()
+    once = a.read_bytes()
+    assert once == b.read_bytes()
+    memseg.compact(a)
+    assert a.read_bytes() == once
+
+
+def test_merged_block_equals_one_flush_of_the_same_actions(store_path: Path) -> None:
+    with memseg.open(store_path, "a", sync="none") as store:
+        record_session(store, "s", actions=60, flush_every=2)
+    with memseg.open(store_path) as store:
+        session = store.session("s")
+        actions = session.actions
+        views = [actions.block(i) for i in range(len(actions.refs))]
+        assert len(views) > 10
+        merged = merge_blocks(views, 8)
+        kinds = actions.kind_codes.tolist()
+        flags = [a.payload_type | a.result_type << RESULT_SHIFT for a in actions]
+        ckpts = [PendingCheckpoint(c.id, c.at_seq, c.ts_ns, memseg.format.ValueType(c.snapshot_type),
+                                   c.snapshot) for c in session.checkpoints]
+        one = encode_block(session.info.id, 0, 8, actions.ts_ns.tolist(), kinds, flags,
+                           [a.payload for a in actions], [a.result or b"" for a in actions], ckpts)
+    assert merged == one
+
+
+def test_store_compact_keeps_recorders_and_lock(store_path: Path) -> None:
+    with memseg.open(store_path, "a") as store:
+        record_session(store, "old", actions=20)
+        rec = record_session(store, "live", actions=20, end=False)
+        rec.record("unflushed", "cut into no block yet", ts_ns=500)
+        store.archive("old")
+        old_ino = store_path.stat().st_ino
+        report = store.compact()
+        assert store_path.stat().st_ino != old_ino
+        assert [i.name for i in store.sessions()] == ["live"]
+        with pytest.raises(memseg.LockedError):
+            memseg.open(store_path, "a")
+        for i in range(300):
+            rec.record("after", {"i": i}, ts_ns=1000 + i)
+            if i % 50 == 0:
+                rec.flush()
+        rec.end(status="fine")
+        record_session(store, "new", actions=10)
+        assert report.dropped and report.sessions_kept == 1
+    with memseg.open(store_path) as store:
+        live = store.session("live")
+        assert len(live.actions) == 321 and live.info.status == "fine"
+        assert live.actions[20].value() == "cut into no block yet"
+        assert live.actions[-1].value() == {"i": 299}
+        assert [c.at_seq for c in live.checkpoints] == [10, 20]
+        assert len(store.session("new").actions) == 10
+
+
+def test_resume_after_compaction(store_path: Path) -> None:
+    with memseg.open(store_path, "a") as store:
+        record_session(store, "live", actions=33, end=False)
+    memseg.compact(store_path)
+    with memseg.open(store_path, "a") as store:
+        rec = store.resume("live")
+        rec.record("more", b"x", ts_ns=99)
+        rec.end()
+    with memseg.open(store_path) as store:
+        actions = store.session("live").actions
+        assert len(actions) == 34 and actions[33].payload == b"x"
+
+
+def test_progress_counts_up_to_the_total(store_path: Path) -> None:
+    _build(store_path)
+    calls: list[tuple[int, int]] = []
+    memseg.compact(store_path, progress=lambda done, total: calls.append((done, total)))
+    totals = {t for _, t in calls}
+    assert len(totals) == 1 and calls[0][0] == 0 and calls[-1][0] == totals.pop()
+    assert all(a[0] <= b[0] for a, b in itertools.pairwise(calls))
+
+
+def test_compacting_a_missing_file_creates_nothing(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        memseg.compact(tmp_path / "nope.mseg")
+    assert not (tmp_path / "nope.mseg").exists()
+
+
+def test_compacting_needs_a_writable_store(store_path: Path) -> None:
+    _build(store_path)
+    with memseg.open(store_path) as store, pytest.raises(memseg.ReadOnlyError) as err:
+        store.compact()
+    assert err.value.reason == "read_only"
+
+
+def test_empty_and_all_archived_files_compact(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.mseg"
+    memseg.open(empty, "a").close()
+    memseg.compact(empty)
+    assert dump_path(empty) == {}
+    gone = tmp_path / "gone.mseg"
+    with memseg.open(gone, "a") as store:
+        record_session(store, "a", actions=5)
+        store.archive("a")
+    memseg.compact(gone)
+    assert dump_path(gone) == {}
+    with memseg.open(gone, "a") as store:
+        record_session(store, "b", actions=5)
+    assert list(dump_path(gone)) != []
+
+
+# --- crashes and failures at every file operation ---------------------------
+
+
+def _attempt(path: Path, fs: StepFaultFS, via_store: bool) -> BaseException | None:
+    try:
+        if via_store:
+            with memseg.open(path, "a", fs=fs) as store:
+                try:
+                    store.compact()
+                except memseg.WriteFailedError as exc:
+                    if fs.mode != "die":
+                        _check_store_after_failure(store, exc)
+                    raise
+        else:
+            memseg.compact(path, fs=fs)
+    except (OSError, memseg.MemsegError) as exc:
+        return exc
+    finally:
+        fs.kill()
+    return None
+
+
+def _check_store_after_failure(store: memseg.Store, exc: memseg.WriteFailedError) -> None:
+    """Before the rename the store goes on with the old file; after it, it refuses writes."""
+    if exc.reason == "compact_failed":
+        record_session(store, "after-failure", actions=3)
+    else:
+        assert exc.reason == "write_failed"
+        with pytest.raises(memseg.WriteFailedError):
+            store.start_session(name="refused")
+
+
+@pytest.mark.parametrize("via_store", [False, True], ids=["compact", "store.compact"])
+@pytest.mark.parametrize("mode", ["before", "after", "die"])
+def test_a_failure_at_every_step_leaves_old_or_new_file(tmp_path: Path, mode: FaultMode,
+                                                         via_store: bool) -> None:
+    base = tmp_path / "base.mseg"
+    _build(base)
+    old, new = dump_path(base), dump_path(base, live_only=True)
+    path = tmp_path / "s.mseg"
+    k = 0
+    outcomes: set[str] = set()
+    while True:
+        shutil.copyfile(base, path)
+        fs = StepFaultFS(k, mode)
+        exc = _attempt(path, fs, via_store)
+        got = dump_path(path)
+        got.pop(next((i for i, d in got.items() if d["info"][1] == "after-failure"), ""), None)
+        assert got in (old, new), (k, exc)
+        outcomes.add("old" if got == old else "new")
+        with memseg.open(path, "a") as store:  # writable again; the stale temporary goes
+            record_session(store, "later", actions=2)
+        assert not Path(str(path) + COMPACT_SUFFIX).exists()
+        if not fs.fired:
+            assert exc is None
+            break
+        assert exc is not None, k
+        k += 1
+    assert outcomes == {"old", "new"} and k > 10
+
+
+# --- readers and waiting writers ---------------------------------------------
+
+
+def test_reader_keeps_its_snapshot_through_compaction(store_path: Path) -> None:
+    _build(store_path)
+    reader = memseg.open(store_path)
+    before = dump_store(reader)
+    ts = reader.session("s0").actions.ts_ns
+    first = ts.tolist()
+    memseg.compact(store_path)
+    with memseg.open(store_path, "a") as store:
+        record_session(store, "more", actions=5)
+    assert dump_store(reader) == before
+    assert ts.tolist() == first
+    reader.refresh()
+    after = dump_store(reader)
+    assert {d["info"][1] for d in after.values()} == {"s0", "s2", "live", "more"}
+    assert after[str(reader.session("s0").info.id)] == before[str(reader.session("s0").info.id)]
+    reader.close()
+
+
+_WAITER = textwrap.dedent("""
+    import os, sys
+    import memseg
+    from memseg.fs import OS_FS
+
+    path, marker = sys.argv[1], sys.argv[2]
+
+    class Announcing:
+        # Touches the marker when the writer starts waiting for its lock.
+        def __init__(self, fh):
+            self._fh = fh
+        def lock(self, timeout):
+            open(marker, "a").close()
+            self._fh.lock(timeout)
+        def __getattr__(self, name):
+            return getattr(self._fh, name)
+
+    class FS:
+        def open(self, p, *, write, create):
+            fh = OS_FS.open(p, write=write, create=create)
+            return Announcing(fh) if write else fh
+        def __getattr__(self, name):
+            return getattr(OS_FS, name)
+
+    with memseg.open(path, "a", lock_timeout=60, fs=FS()) as store:
+        rec = store.start_session(name="waiter")
+        rec.record("hello", "from the waiting writer", ts_ns=1)
+        rec.end()
+    print(os.stat(path).st_ino)
+""")
+
+
+def _start_waiter(path: Path, marker: Path) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-c", _WAITER, str(path), str(marker)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the waiting writer never reached its lock"
+        time.sleep(0.01)
+    return proc
+
+
+def _finish_waiter(proc: subprocess.Popen[str], path: Path, old_fd: int, old_size: int) -> None:
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert int(out) == path.stat().st_ino
+    # Nothing was written to the replaced inode.
+    assert os.fstat(old_fd).st_size == old_size
+    os.close(old_fd)
+    with memseg.open(path) as store:
+        assert store.session("waiter").actions[0].value() == "from the waiting writer"
+
+
+def test_writer_waiting_during_store_compact_writes_to_the_new_file(tmp_path: Path) -> None:
+    path, marker = tmp_path / "s.mseg", tmp_path / "waiting"
+    with memseg.open(path, "a") as store:
+        record_session(store, "old", actions=20)
+        rec = record_session(store, "live", actions=20, end=False)
+        store.archive("old")
+        old_fd = os.open(path, os.O_RDONLY)
+        old_size = os.fstat(old_fd).st_size
+        proc = _start_waiter(path, marker)
+        store.compact()
+        rec.record("after", "compaction", ts_ns=99)
+        rec.end()
+        assert proc.poll() is None  # still waiting: the new file is locked too
+    _finish_waiter(proc, path, old_fd, old_size)
+    with memseg.open(path) as store:
+        assert [i.name for i in store.sessions()] == ["live", "waiter"]
+        assert store.session("live").actions[-1].value() == "compaction"
+
+
+def test_writer_waiting_during_compact_writes_to_the_new_file(tmp_path: Path) -> None:
+    path, marker = tmp_path / "s.mseg", tmp_path / "waiting"
+    _build(path)
+    live = dump_path(path, live_only=True)
+    old_fd = os.open(path, os.O_RDONLY)
+    old_size = os.fstat(old_fd).st_size
+    waiters: list[subprocess.Popen[str]] = []
+
+    def progress(done: int, total: int) -> None:
+        if not waiters:  # the compaction holds the lock: start a writer that must wait
+            waiters.append(_start_waiter(path, marker))
+
+    memseg.compact(path, progress=progress)
+    _finish_waiter(waiters[0], path, old_fd, old_size)
+    after = dump_path(path)
+    assert {k: v for k, v in after.items() if v["info"][1] != "waiter"} == live

@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import lz4.block
 import numpy as np
 import pytest
 
@@ -452,3 +453,121 @@ def test_one_session_record_table_matches_dump(spec: str) -> None:
             fmt.Kind(kind).name, codec, stored_len, raw_len), f"record at {offset:#x}"
         pos += fmt.record_size(stored_len)
     assert pos == len(data)
+
+
+# --- an independent reader built from SPEC.md alone ------------------------------
+
+_SPEC_CODES = {"u8": "B", "u16": "H", "u32": "I", "u64": "Q", "i64": "q"}
+
+
+def _int(v: object) -> int:
+    assert isinstance(v, int)
+    return v
+
+
+class SpecReader:
+    """Reads a file using only SPEC.md's layout tables and rules, not memseg's decoders."""
+
+    def __init__(self, spec: str, data: bytes) -> None:
+        self.tables = _marked_tables(spec, _LAYOUT)
+        self.data = data
+        assert data[:8] == bytes.fromhex("4d5345470d0a1a0a")
+        head = self.unpack("FILE_HEADER", data, 0)
+        assert head["major"] == 1
+        assert crc32c(data[:60]) == head["header_crc"]
+        self.tag = int.from_bytes(data[16:24], "little")
+
+    def layout(self, name: str) -> tuple[struct.Struct, list[str]]:
+        codes = []
+        for r in self.tables[name]:
+            typ = _code(r["Type"])
+            m = re.fullmatch(r"(bytes|pad)\[(\d+)\]", typ)
+            codes.append(f"{m.group(2)}{'s' if m.group(1) == 'bytes' else 'x'}" if m else _SPEC_CODES[typ])
+        names = [_code(r["Name"]) for r in self.tables[name] if not _code(r["Type"]).startswith("pad")]
+        return struct.Struct("<" + "".join(codes)), names
+
+    def unpack(self, name: str, buf: bytes, offset: int) -> dict[str, object]:
+        layout, names = self.layout(name)
+        values = layout.unpack_from(buf, offset)
+        out: dict[str, object] = {}
+        for n, v in zip(names, values, strict=True):
+            if n == "reserved":
+                assert v == (bytes(len(v)) if isinstance(v, bytes) else 0), f"{name}: reserved"
+            out[n] = v
+        return out
+
+    def size(self, name: str) -> int:
+        return self.layout(name)[0].size
+
+    def record(self, offset: int, kind: int) -> tuple[dict[str, object], bytes]:
+        """Header checks, payload CRC and LZ4 decode as section 2 "Reading a record" says."""
+        assert offset % 8 == 0
+        head = self.unpack("RECORD_HEADER", self.data, offset)
+        assert head["file_tag"] == self.tag and head["kind"] == kind
+        assert crc32c(self.data[offset : offset + 28]) == head["header_crc"]
+        stored_len, raw_len = _int(head["stored_len"]), _int(head["raw_len"])
+        stored = self.data[offset + 32 : offset + 32 + stored_len]
+        assert crc32c(stored) == head["payload_crc"]
+        padding = self.data[offset + 32 + stored_len : offset + 32 + (stored_len + 7) // 8 * 8]
+        assert padding == bytes(len(padding))
+        if head["codec"] == 0:
+            assert raw_len == stored_len
+            return head, stored
+        assert head["codec"] == 1 and raw_len <= stored_len * 255 + 64
+        raw: bytes = lz4.block.decompress(stored, uncompressed_size=raw_len)
+        assert len(raw) == raw_len
+        return head, raw
+
+
+def test_a_reader_built_from_the_spec_reads_the_example(spec: str) -> None:
+    """Following only the tables and rules of SPEC.md, the one-session dump decodes fully."""
+    data = _dump(spec, "one-session")
+    r = SpecReader(spec, data)
+    # Section 8: the trailer is the last 72 bytes; flags bit 0 means its region CRC is checked.
+    trailer_at = len(data) - 72
+    _, payload = r.record(trailer_at, 6)
+    t = r.unpack("TRAILER", payload, 0)
+    assert t["commit_seq"] == 1 and t["prev_trailer_offset"] == 0 and t["flags"] == 1
+    assert crc32c(data[64:trailer_at]) == t["region_crc"]
+    # Section 4: the TOC names one session; its strings are in the heap.
+    _, toc = r.record(_int(t["toc_offset"]), 5)
+    th = r.unpack("TOC_HEADER", toc, 0)
+    assert (th["run_count"], th["entry_count"]) == (0, 1)
+    entry = r.unpack("TOC_ENTRY", toc, r.size("TOC_HEADER"))
+    heap = toc[r.size("TOC_HEADER") + r.size("TOC_ENTRY") :]
+    name_len, status_len = _int(entry["name_len"]), _int(entry["status_len"])
+    assert heap == b"demo" + b"ok" + b'{"k":1}' and (name_len, status_len) == (4, 2)
+    assert entry["flags"] == 0x07 and entry["state"] == 2
+    # Section 5: snapshot, then its INDEX chain.
+    _, snap = r.record(_int(entry["snapshot_offset"]), 3)
+    s = r.unpack("SNAPSHOT_HEADER", snap, 0)
+    kinds_at = r.size("SNAPSHOT_HEADER")
+    kind_count = _int(s["kind_count"])
+    name_lengths = snap[kinds_at + 8 * kind_count : kinds_at + 9 * kind_count]
+    names_at = kinds_at + 9 * kind_count
+    kinds = [snap[names_at : names_at + name_lengths[0]].decode()]
+    assert kinds == ["tool"] and snap[names_at + 4 :] == b"ok"
+    _, index = r.record(_int(s["index_offset"]), 4)
+    ih = r.unpack("INDEX_HEADER", index, 0)
+    assert ih["block_count"] == 1 and ih["prev_index_offset"] == 0
+    ref = r.unpack("BLOCK_REF", index, r.size("INDEX_HEADER"))
+    # Section 6: the block, its column CRC, blob CRC, ends and flags.
+    block_at = _int(ref["offset"])
+    _, block = r.record(block_at, 2)
+    b = r.unpack("BLOCK_HEADER", block, 0)
+    n = _int(b["action_count"])
+    assert n == ref["actions"] == 1 and b["first_seq"] == 0 and b["prev_block_offset"] == 0
+    hs = r.size("BLOCK_HEADER")
+    col_len = 8 * n + (2 * n + 7) // 8 * 8 + (n + 7) // 8 * 8 + 8 * n
+    assert crc32c(block[: hs - 4] + block[hs : hs + col_len]) == b["columns_crc"]
+    blob_at = hs + col_len
+    blob = block[blob_at : blob_at + _int(b["blob_stored_len"])]
+    assert crc32c(blob) == b["blob_crc"] and b["blob_codec"] == 0
+    ts = struct.unpack_from("<q", block, hs)[0]
+    code = struct.unpack_from("<H", block, hs + 8)[0]
+    flags = block[hs + 16]
+    ends = struct.unpack_from(f"<{2 * n}I", block, hs + 24)
+    payload_type, result_type = flags & fmt.VALUE_MASK, flags >> fmt.RESULT_SHIFT & fmt.VALUE_MASK
+    assert (ts, kinds[code]) == (1_700_000_000_000_000_000, "tool")
+    assert (payload_type, result_type) == (2, 1)  # JSON payload, STR result
+    assert (blob[: ends[0]], blob[ends[n - 1] : ends[2 * n - 1]]) == (b'{"x":1}', b"ok")

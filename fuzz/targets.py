@@ -1,0 +1,167 @@
+"""Fuzz targets: plain functions over one input file's bytes, importable without atheris.
+
+Invariant for every target: only memseg's own errors (MemsegError subclasses)
+may escape memseg; anything else (IndexError, struct.error, ValueError from
+numpy, MemoryError, a hang) is a bug. ``ViolationError`` marks a broken higher-level
+promise (appending lost committed data). tests/test_fuzz_corpus.py replays the
+corpus through these functions; fuzz/run_atheris.py hands them to atheris.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import memseg
+
+_DIR = tempfile.mkdtemp(prefix="memseg-fuzz-")
+atexit.register(shutil.rmtree, _DIR, True)
+
+
+class ViolationError(AssertionError):
+    """memseg raised nothing but broke a promise (lost or changed committed data)."""
+
+
+def _file(data: bytes, name: str = "input.mseg") -> str:
+    path = os.path.join(_DIR, name)
+    for stale in (path, path + ".compact-tmp"):
+        if os.path.exists(stale):
+            os.unlink(stale)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    return value
+
+
+def read_session(session: memseg.Session) -> tuple[Any, ...]:
+    """Read every action, column and checkpoint of ``session`` into a comparable tuple."""
+    actions = session.actions
+    n = len(actions)
+    rows = tuple((a.seq, a.kind, a.ts_ns, _freeze(a.value()), _freeze(a.result_value()))
+                 for a in actions)
+    if len(rows) != n:
+        raise ViolationError(f"iterating gave {len(rows)} actions, len() says {n}")
+    if n:
+        if actions[n - 1].seq != n - 1 or len(actions[0:n]) != n:
+            raise ViolationError("indexing disagrees with iteration")
+        if len(actions.ts_ns) != n or len(actions.kind_codes) != n:
+            raise ViolationError("column lengths disagree with the action count")
+    actions.kind_counts()
+    checkpoints = tuple((c.id, c.at_seq, _freeze(c.value())) for c in session.checkpoints)
+    info = session.info
+    return (info.name, _freeze(info.meta), str(info.state), info.status, rows, checkpoints)
+
+
+def read_all(store: Any) -> dict[uuid.UUID, Any]:
+    """Every session of a store (or store-like view), each read whole or as its error's reason."""
+    out: dict[uuid.UUID, Any] = {}
+    for info in store.sessions():
+        try:
+            out[info.id] = read_session(store.session(info.id))
+        except memseg.MemsegError as exc:
+            out[info.id] = ("error", type(exc).__name__, exc.reason)
+    return out
+
+
+def open_and_read(data: bytes) -> None:
+    """Open read-only, list sessions, read every action and checkpoint, refresh, read again."""
+    path = _file(data)
+    try:
+        with memseg.open(path, "r") as store:
+            first = read_all(store)
+            store.refresh()
+            if read_all(store) != first:
+                raise ViolationError("refresh of an unchanged file changed what it shows")
+    except memseg.MemsegError:
+        pass
+
+
+def open_for_append(data: bytes) -> None:
+    """Open for writing (cutting a torn tail), append a session, and check nothing committed moved."""
+    path = _file(data)
+    try:
+        with memseg.open(path, "r") as store:
+            before: dict[uuid.UUID, Any] | None = read_all(store)
+    except memseg.MemsegError:
+        before = None
+    try:
+        writer = memseg.open(path, "a")
+    except memseg.MemsegError:
+        return
+    probe = uuid.uuid4()
+    try:
+        with writer:
+            seen = read_all(writer)
+            if before is not None and seen != before:
+                raise ViolationError("the writer sees other sessions than a reader did")
+            rec = writer.start_session(name="fuzz-probe", session_id=probe)
+            rec.record("probe", {"n": 1}, result=b"ok", ts_ns=7)
+            rec.end("ok")
+    except memseg.MemsegError:
+        return  # e.g. a damaged session found while resuming nothing: refused, not lost
+    with memseg.open(path, "r") as reader:
+        after = read_all(reader)
+    got = after.pop(probe, None)
+    if got is None or got[4] != ((0, "probe", 7, (("n", 1),), b"ok"),):
+        raise ViolationError(f"the appended session reads back wrong: {got!r}")
+    if before is not None and after != before:
+        raise ViolationError("appending changed sessions committed before it")
+
+
+def forensics(data: bytes) -> None:
+    """info, verify, scan and the damaged-header fallback reader (and salvage, if present)."""
+    try:
+        import memseg.forensics as fx
+    except ImportError:
+        return
+    path = _file(data)
+    calls: list[Callable[[], object]] = [
+        lambda: fx.info(path), lambda: fx.verify(path), lambda: fx.scan(path),
+    ]
+    for call in calls:
+        with contextlib.suppress(memseg.MemsegError):
+            call()
+    try:
+        with fx.open_readonly(path) as store:
+            read_all(store)
+    except memseg.MemsegError:
+        pass
+    salvage = getattr(fx, "salvage", None)
+    if salvage is not None:
+        _salvage(salvage, path)
+
+
+def _salvage(salvage: Callable[..., Any], path: str) -> None:
+    """Salvage into a new file, which must then open and read cleanly."""
+    out = os.path.join(_DIR, "salvaged.mseg")
+    if os.path.exists(out):
+        os.unlink(out)
+    try:
+        salvage(path, out)
+    except memseg.MemsegError:
+        return
+    if os.path.exists(out):
+        with memseg.open(out, "r") as store:
+            for value in read_all(store).values():
+                if value[0] == "error":
+                    raise ViolationError(f"a salvaged file has a damaged session: {value}")
+
+
+TARGETS: dict[str, Callable[[bytes], None]] = {
+    "open_and_read": open_and_read,
+    "open_for_append": open_for_append,
+    "forensics": forensics,
+}

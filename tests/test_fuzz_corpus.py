@@ -1,0 +1,75 @@
+"""Replay the fuzz seed corpus and every crasher ever found; fuzz damaged files with hypothesis.
+
+Every input goes through every target in fuzz/targets.py: only MemsegError may
+escape memseg, no promise may break (``ViolationError``), and memory stays bounded
+by the input's size, not by lengths written inside it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import tracemalloc
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+
+from fuzz.corpus import damaged_files
+from fuzz.targets import TARGETS
+from tests.crashmodel import record_figures
+
+FUZZ = Path(__file__).resolve().parent.parent / "fuzz"
+LONG = bool(os.environ.get("MEMSEG_LONG"))
+# Reading may decompress up to LZ4's maximum ratio of the input, plus fixed costs.
+MEMORY_FLOOR = 48 << 20
+MEMORY_PER_BYTE = 300
+
+
+def inputs(folder: str) -> list[Path]:
+    return sorted(p for p in (FUZZ / folder).glob("*") if p.is_file() and p.name != "README.md")
+
+
+def run_all_targets(data: bytes, stats: Counter[str]) -> None:
+    """Every target on ``data``, with the peak of traced allocations checked."""
+    for name, target in TARGETS.items():
+        tracemalloc.start()
+        began = time.perf_counter()
+        try:
+            target(data)
+        finally:
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+        stats["executions"] += 1
+        stats["max_ms"] = max(stats["max_ms"], int(1000 * (time.perf_counter() - began)))
+        stats["max_peak_kib"] = max(stats["max_peak_kib"], peak >> 10)
+        bound = MEMORY_FLOOR + MEMORY_PER_BYTE * len(data)
+        assert peak <= bound, f"{name} allocated {peak} bytes for a {len(data)}-byte input"
+
+
+def test_seed_corpus_replays_clean() -> None:
+    files = inputs("corpus")
+    assert len(files) > 100
+    stats: Counter[str] = Counter()
+    for path in files:
+        run_all_targets(path.read_bytes(), stats)
+    record_figures("fuzz_corpus_replay", {"inputs": len(files), **stats})
+
+
+@pytest.mark.parametrize("path", inputs("regressions"), ids=lambda p: p.name)
+def test_regression_stays_fixed(path: Path) -> None:
+    stats: Counter[str] = Counter()
+    run_all_targets(path.read_bytes(), stats)
+    assert stats["executions"] == len(TARGETS)
+
+
+HYPOTHESIS_STATS: Counter[str] = Counter()
+
+
+@settings(max_examples=1000 if LONG else 150)
+@given(data=damaged_files())
+def test_damaged_files_raise_only_memseg_errors(data: bytes) -> None:
+    HYPOTHESIS_STATS["inputs"] += 1
+    run_all_targets(data, HYPOTHESIS_STATS)
+    record_figures("fuzz_hypothesis", dict(HYPOTHESIS_STATS))

@@ -1,0 +1,244 @@
+"""Archive, unarchive, export and the retention sweep."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import pytest
+
+import memseg
+from memseg.format import BLOCK_HEADER
+from memseg.framing import parse_header, stored_view
+from tests.retention_support import DAY_NS, dump_path, dump_store, record_session
+
+
+def _states(store: memseg.Store) -> dict[str | None, str]:
+    return {i.name: str(i.state) for i in store.sessions()}
+
+
+def test_archive_and_unarchive_round_trip(store_path: Path) -> None:
+    with memseg.open(store_path, "a") as store:
+        for name in ("a", "b", "c"):
+            record_session(store, name, actions=12)
+        before = dump_store(store)
+        assert store.archive(["a", "b"]) == 2
+        assert store.archive("a") == 0  # already archived
+        assert _states(store) == {"a": "archived", "b": "archived", "c": "ended"}
+    with memseg.open(store_path) as store:  # committed like any change
+        assert _states(store) == {"a": "archived", "b": "archived", "c": "ended"}
+        archived = dump_store(store)
+        assert all(archived[k]["state"] == "archived" for k in archived if k != _id(store, "c"))
+        for k, d in archived.items():  # still readable, every byte the same
+            assert {**d, "state": "ended"} == before[k]
+    with memseg.open(store_path, "a") as store:
+        assert store.unarchive([_id(store, "a"), "c"]) == 1
+        assert _states(store) == {"a": "ended", "b": "archived", "c": "ended"}
+    assert dump_path(store_path)[_id_path(store_path, "a")] == before[_id_path(store_path, "a")]
+
+
+def _id(store: memseg.Store, name: str) -> str:
+    return str(store.session(name).info.id)
+
+
+def _id_path(path: Path, name: str) -> str:
+    with memseg.open(path) as store:
+        return _id(store, name)
+
+
+def test_archiving_an_active_session_is_refused(store_path: Path) -> None:
+    with memseg.open(store_path, "a") as store:
+        record_session(store, "done", actions=5)
+        rec = record_session(store, "running", actions=5, end=False)
+        with pytest.raises(memseg.StateError) as err:
+            store.archive(["done", "running"])
+        assert err.value.reason == "active"
+        assert _states(store) == {"done": "ended", "running": "active"}  # nothing changed
+        rec.end()
+        assert store.archive(["done", "running"]) == 2
+    with memseg.open(store_path) as store, pytest.raises(memseg.ReadOnlyError):
+        store.archive("done")
+
+
+def test_archived_sessions_cannot_resume_and_ids_stay_taken(store_path: Path) -> None:
+    with memseg.open(store_path, "a") as store:
+        record_session(store, "a", actions=5)
+        store.archive("a")
+        with pytest.raises(memseg.StateError) as err:
+            store.resume("a")
+        assert err.value.reason == "not_active"
+        with pytest.raises(KeyError):
+            store.archive("no such session")
+
+
+def _block_bodies(path: Path, name: str) -> list[bytes]:
+    """Each block's columns and compressed sections, as stored (links and CRCs aside)."""
+    with memseg.open(path) as store:
+        actions = store.session(name).actions
+        view = store._current()
+        out = []
+        for ref in actions.refs:
+            head = parse_header(view.buf, int(ref["offset"]), view.limit, view.header.tag)
+            out.append(bytes(stored_view(view.buf, head)[BLOCK_HEADER.size :]))
+        return out
+
+
+def test_export_copies_sessions_bit_for_bit(tmp_path: Path) -> None:
+    src, dest = tmp_path / "src.mseg", tmp_path / "dest.mseg"
+    with memseg.open(src, "a") as store:
+        for name in ("a", "b", "c"):
+            record_session(store, name, actions=45, t0=7)
+        store.archive("b")
+        original = dump_store(store)
+        assert store.export(["a", "b"], dest) == 2  # dest is created
+    copied = dump_path(dest)
+    a, b = _id_path(src, "a"), _id_path(src, "b")
+    assert copied[a] == original[a]
+    assert copied[b] == {**original[b], "state": "ended"}  # a copy is live in its new file
+    assert _block_bodies(dest, "a") == _block_bodies(src, "a")
+    with memseg.open(src) as store:
+        assert store.export("c", dest) == 1  # appended to an existing file
+        assert store.export(["a", "c"], dest) == 0  # already there: skipped
+        with pytest.raises(ValueError, match="own file"):
+            store.export("a", src)
+    assert set(dump_path(dest)) == {a, b, _id_path(src, "c")}
+    with memseg.open(dest) as store:
+        assert store.file_id != memseg.open(src).file_id
+
+
+def test_export_refuses_a_different_session_under_the_same_id(tmp_path: Path) -> None:
+    src, dest = tmp_path / "src.mseg", tmp_path / "dest.mseg"
+    with memseg.open(src, "a") as store:
+        rec = record_session(store, "grows", actions=5, end=False)
+        store.export("grows", dest)
+        rec.record("more", "data", ts_ns=100)
+        rec.flush()
+        with pytest.raises(memseg.StateError) as err:
+            store.export("grows", dest)
+        assert err.value.reason == "exists"
+
+
+def test_exported_archive_survives_compaction_of_both_files(tmp_path: Path) -> None:
+    src, dest = tmp_path / "src.mseg", tmp_path / "dest.mseg"
+    with memseg.open(src, "a") as store:
+        record_session(store, "a", actions=30)
+        original = dump_store(store)
+        store.export("a", dest)
+        store.archive("a")
+        store.compact()
+        assert store.sessions() == []
+    memseg.compact(dest)
+    assert dump_path(dest) == original
+
+
+# --- the sweep ---------------------------------------------------------------
+
+
+def _now_for(path: Path, name: str, days: float) -> int:
+    with memseg.open(path) as store:
+        return store.session(name).info.last_activity_ns + round(days * DAY_NS)
+
+
+def test_sweep_archives_ended_sessions_past_the_cutoff(store_path: Path) -> None:
+    now = time.time_ns()
+    later = now + 7 * DAY_NS
+    with memseg.open(store_path, "a") as store:
+        record_session(store, "old", actions=10)  # last active about now
+        record_session(store, "stuck", actions=10, end=False)
+        record_session(store, "recent", actions=10, t0=now + 5 * DAY_NS)
+        old = store.session("old").info
+        report = store.sweep(3, now_ns=later)  # cutoff: now + 4 days
+        assert report.cutoff_ns == now + 4 * DAY_NS
+        assert [i.id for i in report.archived] == [old.id]
+        assert report.archived_bytes == old.stored_bytes
+        assert [i.name for i in report.still_active] == ["stuck"]
+        assert report.exported == () and report.archive_bytes_before is None
+        assert _states(store) == {"old": "archived", "stuck": "active", "recent": "ended"}
+        assert store.sweep(3, now_ns=later).archived == ()
+        assert [i.name for i in store.sweep(1, now_ns=later).archived] == ["recent"]
+
+
+def test_sweep_dry_run_changes_nothing_and_predicts_the_real_run(tmp_path: Path) -> None:
+    src, dest = tmp_path / "src.mseg", tmp_path / "archive.mseg"
+    with memseg.open(src, "a") as store:
+        for i in range(6):
+            record_session(store, f"s{i}", actions=20 + 5 * i, t0=i)
+        record_session(store, "active", actions=5, end=False)
+    now = _now_for(src, "s5", 10)
+    for cap in (None, 10**9, 6000):
+        src_bytes = src.read_bytes()
+        dest_bytes = dest.read_bytes() if dest.exists() else None
+        with memseg.open(src, "a") as store:
+            store.unarchive([i.id for i in store.sessions() if i.state == "archived"])
+            dry = store.sweep(1, archive_to=dest, max_archive_bytes=cap, dry_run=True, now_ns=now)
+            assert (dest.read_bytes() if dest.exists() else None) == dest_bytes
+            real = store.sweep(1, archive_to=dest, max_archive_bytes=cap, now_ns=now)
+        assert dry.dry_run and not real.dry_run
+        assert dataclasses.replace(dry, dry_run=False) == real, cap
+        assert len(real.archived) == 6
+        if cap is not None:
+            assert real.archive_bytes_after == dest.stat().st_size <= cap
+        assert bool(real.dropped) == (cap == 6000)
+        assert src.read_bytes() != src_bytes
+    with memseg.open(src) as store:
+        dry = store.sweep(1, archive_to=dest, dry_run=True, now_ns=now)  # read-only is fine
+        assert dry.archived == ()
+        with pytest.raises(memseg.ReadOnlyError):
+            store.sweep(1, now_ns=now)
+
+
+def test_sweep_exports_then_archives(tmp_path: Path) -> None:
+    src, dest = tmp_path / "src.mseg", tmp_path / "archive.mseg"
+    with memseg.open(src, "a") as store:
+        for i in range(3):
+            record_session(store, f"s{i}", actions=15)
+        original = dump_store(store)
+        now = store.session("s2").info.last_activity_ns + 2 * DAY_NS
+        report = store.sweep(1, archive_to=dest, now_ns=now)
+        assert len(report.exported) == 3 and report.archive_bytes_before == 0
+        assert report.exported_bytes < dest.stat().st_size
+        store.compact()
+        assert store.sessions() == []
+    assert dump_path(dest) == original
+
+
+def test_sweep_cap_drops_the_oldest_archived_sessions(tmp_path: Path) -> None:
+    src, dest = tmp_path / "src.mseg", tmp_path / "archive.mseg"
+    names = [f"s{i}" for i in range(8)]
+    with memseg.open(src, "a") as store:
+        for name in names:
+            record_session(store, name, actions=40)
+        original = dump_store(store)
+        now = store.session("s7").info.last_activity_ns + 2 * DAY_NS
+        whole = store.sweep(1, archive_to=tmp_path / "whole.mseg", max_archive_bytes=10**12,
+                            dry_run=True, now_ns=now).archive_bytes_after
+        assert whole is not None and not (tmp_path / "whole.mseg").exists()
+        cap = whole // 2
+        report = store.sweep(1, archive_to=dest, max_archive_bytes=cap, now_ns=now)
+    assert 0 < len(report.dropped) < len(names)
+    assert [i.name for i in report.dropped] == names[: len(report.dropped)]  # oldest first
+    assert report.archive_bytes_after is not None
+    assert dest.stat().st_size == report.archive_bytes_after <= cap
+    kept = dump_path(dest)
+    assert set(kept) == {str(i.id) for i in report.exported} - {str(i.id) for i in report.dropped}
+    assert all(kept[k] == original[k] for k in kept)
+    # The next sweep adds newer sessions; the cap keeps holding.
+    with memseg.open(src, "a") as store:
+        for name in ("t0", "t1"):
+            record_session(store, name, actions=40)
+        now = store.session("t1").info.last_activity_ns + 2 * DAY_NS
+        report = store.sweep(1, archive_to=dest, max_archive_bytes=cap, now_ns=now)
+    assert [i.name for i in report.exported] == ["t0", "t1"]
+    assert report.dropped and dest.stat().st_size <= cap
+    assert {"t0", "t1"} <= {d["info"][1] for d in dump_path(dest).values()}
+
+
+def test_sweep_arguments_are_checked(store_path: Path) -> None:
+    with memseg.open(store_path, "a") as store:
+        with pytest.raises(ValueError):
+            store.sweep(-1)
+        with pytest.raises(ValueError):
+            store.sweep(1, max_archive_bytes=100)
+        with pytest.raises(ValueError):
+            store.sweep(1, archive_to=store_path)

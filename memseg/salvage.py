@@ -1,0 +1,316 @@
+"""Salvage: copy everything intact out of a damaged or half-written file into a new one.
+
+The source is only mapped read-only. Sessions are rebuilt from their intact
+BLOCK records (which carry the session id and first seq), named and described
+by the newest commit's TOC or else by their SESSION and SNAPSHOT records, so
+the actions of sessions whose final commit never landed are recovered too. The
+destination is written through the public recording API.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from memseg.blocks import BlockView
+from memseg.codec import json_object
+from memseg.errors import MemsegError
+from memseg.format import FILE_HEADER, Kind, State
+from memseg.framing import parse_header, read_payload
+from memseg.model import Checkpoint
+from memseg.records import SessionRecord, Snapshot, decode_session, decode_snapshot
+from memseg.scan import GAP, OK, Mapped, Progress, RecordInfo, mapped, open_view, scan_mapped
+from memseg.store import Store
+from memseg.store import open as open_store
+from memseg.toc import TocEntry
+from memseg.view import Session
+
+
+@dataclass(slots=True)
+class SessionSalvage:
+    """What became of one session."""
+
+    session_id: uuid.UUID
+    name: str | None
+    # The state written to the destination (active, ended, archived).
+    state: str
+    # "committed" (in the newest intact commit), "uncommitted" (only after it), or both.
+    source: str
+    actions: int = 0
+    checkpoints: int = 0
+    # Seq ranges [start, stop) of the source known to be lost.
+    lost: list[tuple[int, int]] = field(default_factory=list)
+    lost_checkpoints: int = 0
+    damaged_blocks: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def lost_actions(self) -> int:
+        return sum(stop - start for start, stop in self.lost)
+
+    @property
+    def complete(self) -> bool:
+        return not self.lost and not self.damaged_blocks and not self.lost_checkpoints
+
+
+@dataclass(frozen=True, slots=True)
+class DamagedRegion:
+    """Bytes of the source that could not be used."""
+
+    offset: int
+    length: int
+    reason: str
+
+
+@dataclass(slots=True)
+class SalvageReport:
+    """What was recovered and what was lost, by session."""
+
+    src: str
+    dst: str
+    sessions: list[SessionSalvage] = field(default_factory=list)
+    # Sessions seen only in damaged records, or deleted ones left out on purpose.
+    skipped: list[tuple[uuid.UUID, str]] = field(default_factory=list)
+    damaged: list[DamagedRegion] = field(default_factory=list)
+    torn_tail_bytes: int = 0
+
+    @property
+    def actions(self) -> int:
+        return sum(s.actions for s in self.sessions)
+
+    @property
+    def lost_actions(self) -> int:
+        return sum(s.lost_actions for s in self.sessions)
+
+    @property
+    def complete(self) -> bool:
+        """True when nothing was found damaged and every session came over whole."""
+        lost = [s for s in self.skipped if not s[1].startswith("deleted")]
+        return not self.damaged and not lost and all(s.complete for s in self.sessions)
+
+
+@dataclass(slots=True)
+class _Found:
+    """Everything the scan found about one session."""
+
+    blocks: list[BlockView] = field(default_factory=list)
+    damaged_blocks: int = 0
+    session: tuple[int, SessionRecord] | None = None
+    snapshot: tuple[int, Snapshot] | None = None
+    # Offsets of its records, to tell a deleted session from an uncommitted one.
+    first_offset: int = -1
+    last_offset: int = -1
+
+    def seen(self, offset: int) -> None:
+        if self.first_offset < 0:
+            self.first_offset = offset
+        self.last_offset = max(self.last_offset, offset)
+
+
+def _collect(m: Mapped, records: list[RecordInfo], report: SalvageReport) -> dict[uuid.UUID, _Found]:
+    found: dict[uuid.UUID, _Found] = {}
+    buf, tag = m.buf, m.header.tag
+    for rec in records:
+        if rec.status != OK:
+            if rec.status == GAP or rec.commit is not None or rec.kind_code == Kind.BLOCK:
+                report.damaged.append(DamagedRegion(rec.offset, rec.length, rec.reason or rec.status))
+            if rec.kind_code == Kind.BLOCK and rec.session_id is not None:
+                found.setdefault(rec.session_id, _Found()).damaged_blocks += 1
+            continue
+        if rec.kind_code not in (Kind.SESSION, Kind.BLOCK, Kind.SNAPSHOT):
+            continue
+        try:
+            head = parse_header(buf, rec.offset, m.size, tag)
+            if rec.kind_code == Kind.BLOCK:
+                block = BlockView(buf, head)
+                block.blob()
+                block.checkpoints()
+                item = found.setdefault(block.session_id, _Found())
+                item.blocks.append(block)
+            elif rec.kind_code == Kind.SESSION:
+                srec = decode_session(read_payload(buf, head), rec.offset)
+                item = found.setdefault(srec.session_id, _Found())
+                item.session = (rec.offset, srec)
+            else:
+                snap = decode_snapshot(read_payload(buf, head), rec.offset)
+                item = found.setdefault(snap.session_id, _Found())
+                if item.snapshot is None or rec.offset > item.snapshot[0]:
+                    item.snapshot = (rec.offset, snap)
+            item.seen(rec.offset)
+        except MemsegError as exc:
+            report.damaged.append(DamagedRegion(rec.offset, rec.length, exc.reason))
+            if rec.kind_code == Kind.BLOCK and rec.session_id is not None:
+                found.setdefault(rec.session_id, _Found()).damaged_blocks += 1
+    return found
+
+
+def _committed_blocks(session: Session) -> set[int]:
+    """Offsets of the blocks the commit names for a session (empty if its index is damaged)."""
+    try:
+        return {int(o) for o in session.actions.refs["offset"].tolist()}
+    except MemsegError:
+        return set()
+
+
+def _chain(blocks: list[BlockView], preferred: set[int], known: int
+           ) -> tuple[list[BlockView], list[tuple[int, int]]]:
+    """Order a session's intact blocks by seq; report the seq ranges no block covers."""
+    best: dict[tuple[int, int], BlockView] = {}
+    for b in blocks:
+        key = (b.first_seq, b.count)
+        old = best.get(key)
+        # Prefer the block the commit names; else the newest copy.
+        if old is None or (b.offset in preferred) > (old.offset in preferred) or (
+                (b.offset in preferred) == (old.offset in preferred) and b.offset > old.offset):
+            best[key] = b
+    chosen: list[BlockView] = []
+    lost: list[tuple[int, int]] = []
+    expected = 0
+    for key in sorted(best):
+        b = best[key]
+        if b.first_seq < expected:
+            continue  # overlaps what is already taken
+        if b.first_seq > expected:
+            lost.append((expected, b.first_seq))
+        chosen.append(b)
+        expected = b.first_seq + b.count
+    if expected < known:
+        lost.append((expected, known))
+    return chosen, lost
+
+
+def _write_session(store: Store, sid: uuid.UUID, name: str | None, meta: dict[str, Any],
+                   kinds: tuple[str, ...], chosen: list[BlockView], state: State,
+                   status: str | None, out: SessionSalvage,
+                   tick: Callable[[int], None]) -> None:
+    rec = store.start_session(name, meta=meta, session_id=sid)
+    checkpoints: list[Checkpoint] = sorted(
+        (c for b in chosen for c in b.checkpoints()), key=lambda c: (c.at_seq, c.id))
+    top = max((int(b.kinds.max()) for b in chosen if b.count), default=-1)
+    # Codes past the newest surviving kind dictionary get a placeholder name.
+    names = list(kinds) + [f"unknown-kind-{code}" for code in range(len(kinds), top + 1)]
+    ci = 0
+    for block in chosen:
+        for action in block.actions(0, block.count, names):
+            while ci < len(checkpoints) and checkpoints[ci].at_seq <= action.seq:
+                c = checkpoints[ci]
+                rec.checkpoint(c.value(), ts_ns=c.ts_ns)
+                ci += 1
+            rec.record(action.kind, action.value(), result=action.result_value(),
+                       ts_ns=action.ts_ns)
+        tick(block.count)
+    for c in checkpoints[ci:]:
+        rec.checkpoint(c.value(), ts_ns=c.ts_ns)
+    out.actions = sum(b.count for b in chosen)
+    out.checkpoints = len(checkpoints)
+    if state == State.ACTIVE:
+        rec.flush()  # closing the store leaves it active
+        return
+    rec.end(status)
+    if state == State.ARCHIVED:
+        archive = getattr(store, "archive", None)
+        if archive is not None:
+            archive(sid)
+        else:
+            out.state = "ended"
+            out.notes.append("was archived; written as ended")
+
+
+def salvage(src: str | os.PathLike[str], dst: str | os.PathLike[str],
+            progress: Progress | None = None) -> SalvageReport:
+    """Recover everything intact in ``src`` into the new file ``dst``; never writes ``src``.
+
+    Raises FileExistsError if ``dst`` exists, NotMemsegError if ``src`` holds
+    nothing of a memseg file.
+    """
+    ssrc, sdst = os.fspath(src), os.fspath(dst)
+    if os.path.exists(sdst):
+        raise FileExistsError(f"{sdst} exists; salvage writes a new file")
+    report = SalvageReport(ssrc, sdst)
+    with mapped(ssrc) as m:
+        total = 2 * max(m.size, 1)
+        records = scan_mapped(m, (lambda d, _t: progress(d, total)) if progress else None)
+        view, _located = open_view(m)
+        tail = [r for r in records if r.commit is None]
+        report.torn_tail_bytes = m.size - tail[0].offset if tail else 0
+        found = _collect(m, records, report)
+        entries: dict[uuid.UUID, TocEntry] = dict(view.entries)
+        floor = view.commit.toc_offset if view.commit else FILE_HEADER.size
+        order = sorted(set(found) | set(entries), key=lambda s: (
+            entries[s].session_offset if s in entries else found[s].first_offset))
+        plans = []
+        for sid in order:
+            item = found.get(sid, _Found())
+            entry = entries.get(sid)
+            if entry is None and item.session is None and item.snapshot is None and not item.blocks:
+                report.skipped.append((sid, "only damaged records remain"))
+                continue
+            if entry is None and view.commit is not None and 0 <= item.last_offset < floor:
+                report.skipped.append((sid, "deleted: not in the table of contents of commit "
+                                       f"{view.commit.seq}"))
+                continue
+            plans.append(_plan(view.session(sid) if entry else None, entry, item))
+        with open_store(sdst, "a") as store:
+            done = 0
+            work = max(1, sum(len(p[0].blocks) for p in plans))
+
+            def tick(_n: int) -> None:
+                nonlocal done
+                done += 1
+                if progress is not None:
+                    progress(m.size + m.size * done // work, total)
+
+            for _item, _entry, out, meta, kinds, chosen, state, status in plans:
+                _write_session(store, out.session_id, out.name, meta, kinds, chosen, state,
+                               status, out, tick)
+                report.sessions.append(out)
+    return report
+
+
+def _plan(session: Session | None, entry: TocEntry | None, item: _Found) -> tuple[
+        _Found, TocEntry | None, SessionSalvage, dict[str, Any], tuple[str, ...],
+        list[BlockView], State, str | None]:
+    """Decide what to write for one session."""
+    snap = item.snapshot[1] if item.snapshot else None
+    sid = entry.session_id if entry else (snap.session_id if snap else (
+        item.session[1].session_id if item.session else item.blocks[0].session_id))
+    preferred = _committed_blocks(session) if session is not None else set()
+    known = max(entry.action_count if entry else 0, snap.action_count if snap else 0)
+    chosen, lost = _chain(item.blocks, preferred, known)
+    source = "committed" if entry is not None else "uncommitted"
+    if entry is not None and any(b.offset > entry.snapshot_offset for b in chosen):
+        source = "committed+uncommitted"
+    if entry is not None:
+        name: str | None = entry.name
+        meta_bytes = entry.meta
+    elif item.session is not None:
+        name, meta_bytes = item.session[1].name, item.session[1].meta
+    else:
+        name, meta_bytes = None, b""
+    notes: list[str] = []
+    try:
+        meta = json_object(meta_bytes, 0)
+    except MemsegError:
+        meta, notes = {}, ["metadata unreadable"]
+    if entry is None and item.session is None:
+        notes.append("SESSION record lost: name and metadata unknown")
+    kinds = snap.kinds if snap else ()
+    if session is not None and not kinds:
+        try:
+            kinds = session.actions.kinds
+        except MemsegError:
+            kinds = ()
+    state, status = State.ACTIVE, None
+    newest = item.snapshot[0] if item.snapshot else -1
+    if snap is not None and all(b.offset < newest for b in chosen):
+        state, status = snap.state, snap.status
+    elif snap is None and entry is not None:
+        state, status = entry.state, entry.status
+    known_ck = max(entry.checkpoint_count if entry else 0, snap.checkpoint_count if snap else 0)
+    out = SessionSalvage(sid, name, state.name.lower(), source, lost=lost,
+                         damaged_blocks=item.damaged_blocks, notes=notes)
+    out.lost_checkpoints = max(0, known_ck - sum(b.checkpoint_count for b in chosen))
+    return item, entry, out, meta, kinds, chosen, state, status

@@ -20,7 +20,7 @@ class SessionState(StrEnum):
 
     @classmethod
     def from_code(cls, code: int) -> SessionState:
-        return _FROM_CODE[State(code)]
+        return _FROM_CODE[code]  # type: ignore[index]
 
     @property
     def code(self) -> State:
@@ -35,7 +35,7 @@ _FROM_CODE = {
 _TO_CODE = {v: k for k, v in _FROM_CODE.items()}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SessionInfo:
     """What the table of contents says about a session (no action data is read)."""
 

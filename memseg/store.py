@@ -56,13 +56,16 @@ from memseg.records import (
     encode_snapshot,
 )
 from memseg.toc import Run, TocEntry, TocState, encode_toc, load_toc, plan_commit
-from memseg.view import Session, View, find_entry, load_block_refs
+from memseg.transfer import block_link, relink_payload
+from memseg.view import Session, View, find_entry, load_block_refs, read_snapshot
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable, Mapping
 
     from memseg.compactor import CompactReport, Progress
     from memseg.retention import SessionKeys, SweepReport
+
+    EntryChange = Callable[[Mapping[uuid.UUID, TocEntry]], Iterable[TocEntry]]
 
 SyncMode = Literal["commit", "none"]
 PathLike = str | os.PathLike[str]
@@ -246,6 +249,17 @@ class Store:
         """One session by UUID, UUID string or unique name; KeyError if none."""
         return self._current().session(key)
 
+    def kind_counts(self) -> dict[str, int]:
+        """Actions per kind over every session, from their snapshots (no block is read)."""
+        view = self._current()
+        total: dict[str, int] = {}
+        for entry in view.entries.values():
+            snap = read_snapshot(view, entry)
+            for kind, count in zip(snap.kinds, snap.kind_counts, strict=True):
+                if count:
+                    total[kind] = total.get(kind, 0) + count
+        return total
+
     def refresh(self) -> None:
         """See the newest commit (readers see a fixed snapshot until they call this)."""
         self._check_open()
@@ -336,6 +350,9 @@ class Store:
             raise StateError("not_active", f"session {entry.session_id} is "
                              f"{State(entry.state).name.lower()}, only active sessions resume")
         with self._mutex:
+            # Look again under the mutex: a compaction may have moved the file meanwhile.
+            view = self._current()
+            entry = find_entry(view.entries, key)
             if entry.session_id in self._recorders:
                 raise StateError("busy", f"session {entry.session_id} is being recorded")
             snap, refs = load_block_refs(view, entry)
@@ -359,6 +376,10 @@ class Store:
         record = frame(self._tag, Kind.BLOCK, Codec.NONE, data, len(data))
         with self._mutex:
             self._check_writable()
+            if block_link(data) != live.last_block_offset:
+                # A compaction moved the session while the block was encoded.
+                data = relink_payload(data, live.last_block_offset, self._end)
+                record = frame(self._tag, Kind.BLOCK, Codec.NONE, data, len(data))
             offset = self._append(record)
             live.recent.append((offset, actions, checkpoints))
             live.last_block_offset = offset
@@ -504,16 +525,24 @@ class Store:
         from memseg.compactor import compact_store
         return compact_store(self, progress)
 
-    def _commit_entries(self, entries: Iterable[TocEntry]) -> None:
-        """Stage replacement TOC entries (archive, unarchive, export) and commit them."""
+    def _commit_entries(self, change: EntryChange) -> int:
+        """Stage the TOC entries ``change`` derives from the current ones, and commit them.
+
+        ``change`` runs under the mutex, so no compaction moves the entries it
+        reads before they are staged (archive, unarchive, export). Returns how
+        many entries were staged.
+        """
         with self._mutex:
             self._check_writable()
+            entries = list(change(self._toc.entries))
             for e in entries:
                 self._toc.entries[e.session_id] = e
                 self._dirty.add(e.session_id)
             self._ticket += 1
             ticket = self._ticket
-        self._commit_through(ticket)
+        if entries:
+            self._commit_through(ticket)
+        return len(entries)
 
     def _switch_file(self, fh: FileHandle, end: int, commit: Commit | None,
                      toc: TocState) -> FileHandle | None:

@@ -30,10 +30,13 @@ from memseg.framing import read_record
 FLAG_HAS_NAME = 0x02
 FLAG_HAS_STATUS = 0x04
 _KNOWN_FLAGS = FLAG_HAS_ENDED | FLAG_HAS_NAME | FLAG_HAS_STATUS
-_STATES = frozenset(int(s) for s in State)
+_STATE_OF = {int(s): s for s in State}
+_STATES = frozenset(_STATE_OF)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: opening a store builds one per session per run, and a frozen
+# dataclass's __init__ costs several times more. Treat entries as immutable.
+@dataclass(slots=True)
 class TocEntry:
     """The current state of one session, as the TOC records it."""
 
@@ -127,7 +130,7 @@ def decode_toc(payload: bytes, offset: int) -> tuple[list[Run], list[TocEntry]]:
         heap_pos = end
         entries.append(TocEntry(
             uuid.UUID(bytes=sid), snap, sess, created, last,
-            ended if flags & FLAG_HAS_ENDED else None, actions, ckpts, stored, State(state),
+            ended if flags & FLAG_HAS_ENDED else None, actions, ckpts, stored, _STATE_OF[state],
             name if flags & FLAG_HAS_NAME else None,
             status if flags & FLAG_HAS_STATUS else None, meta,
         ))

@@ -124,14 +124,25 @@ def _recent_blocks(view: View, entry: TocEntry, snap: Snapshot, indexed_last: in
     return refs
 
 
-def load_block_refs(view: View, entry: TocEntry) -> tuple[Snapshot, BlockRefs]:
-    """The session's snapshot and the references to all its blocks, checked."""
+def read_snapshot(view: View, entry: TocEntry) -> Snapshot:
+    """The session's latest snapshot (counts, kind dictionary, where its blocks are)."""
     _, payload = read_record(view.buf, entry.snapshot_offset, view.limit, view.header.tag,
                              Kind.SNAPSHOT)
     snap = decode_snapshot(payload, entry.snapshot_offset)
     if snap.session_id != entry.session_id:
         raise CorruptError("wrong_session", "snapshot belongs to another session",
                            offset=entry.snapshot_offset)
+    return snap
+
+
+def load_block_refs(view: View, entry: TocEntry) -> tuple[Snapshot, BlockRefs]:
+    """The session's snapshot and the references to all its blocks, checked."""
+    snap = read_snapshot(view, entry)
+    return snap, block_refs(view, entry, snap)
+
+
+def block_refs(view: View, entry: TocEntry, snap: Snapshot) -> BlockRefs:
+    """References to all the session's blocks, checked against its snapshot."""
     chunks = _index_chunks(view, entry, snap)
     indexed_last = int(chunks[-1]["offset"][-1]) if chunks and len(chunks[-1]) else 0
     chunks.append(_recent_blocks(view, entry, snap, indexed_last))
@@ -148,7 +159,7 @@ def load_block_refs(view: View, entry: TocEntry) -> tuple[Snapshot, BlockRefs]:
                          or int(offsets[-1]) >= entry.snapshot_offset):
         raise CorruptError("bad_reference", "block offsets must increase and precede the snapshot",
                            offset=entry.snapshot_offset)
-    return snap, refs
+    return refs
 
 
 class Session:
@@ -158,21 +169,18 @@ class Session:
         self._view = view
         self.entry = entry
         self.info = session_info(entry)
-        self._snap_refs: tuple[Snapshot, BlockRefs] | None = None
         self._actions: Actions | None = None
-
-    def _load(self) -> tuple[Snapshot, BlockRefs]:
-        if self._snap_refs is None:
-            self._snap_refs = load_block_refs(self._view, self.entry)
-        return self._snap_refs
 
     @property
     def actions(self) -> Actions:
         """The session's actions, read lazily block by block."""
         if self._actions is None:
-            snap, refs = self._load()
-            self._actions = Actions(self._view, self.entry, snap, refs)
+            self._actions = Actions(self._view, self.entry, read_snapshot(self._view, self.entry))
         return self._actions
+
+    def kind_counts(self) -> dict[str, int]:
+        """Actions per kind, from the session's snapshot alone (no block is read)."""
+        return self.actions.kind_counts()
 
     @property
     def checkpoints(self) -> list[Checkpoint]:
@@ -187,18 +195,32 @@ class Session:
 class Actions:
     """The actions of a session, indexable like a list, with columns as arrays."""
 
-    def __init__(self, view: View, entry: TocEntry, snap: Snapshot, refs: BlockRefs) -> None:
+    def __init__(self, view: View, entry: TocEntry, snap: Snapshot) -> None:
         self._view = view
         self._entry = entry
-        self.refs = refs
+        self._snap = snap
         self.kinds: tuple[str, ...] = snap.kinds
         self._kind_counts = snap.kind_counts
-        counts = refs["actions"].astype(np.int64)
-        self._starts = np.concatenate([[0], np.cumsum(counts)])
+        self._refs: BlockRefs | None = None
+        self._starts_array: npt.NDArray[np.int64] | None = None
         self._cache: OrderedDict[int, BlockView] = OrderedDict()
 
+    @property
+    def refs(self) -> BlockRefs:
+        """Where each block of the session is (read on first use, then kept)."""
+        if self._refs is None:
+            self._refs = block_refs(self._view, self._entry, self._snap)
+        return self._refs
+
+    @property
+    def _starts(self) -> npt.NDArray[np.int64]:
+        if self._starts_array is None:
+            counts = self.refs["actions"].astype(np.int64)
+            self._starts_array = np.concatenate([[0], np.cumsum(counts)])
+        return self._starts_array
+
     def __len__(self) -> int:
-        return int(self._starts[-1])
+        return self._snap.action_count
 
     def block(self, index: int) -> BlockView:
         """The ``index``-th block of the session, validated against its reference."""

@@ -161,3 +161,15 @@ def test_values_keep_their_types(store_path: Path) -> None:
         assert (a[0].payload, a[0].value(), a[0].result_value()) == (b"raw", b"raw", "text")
         assert (a[1].payload, a[1].value(), a[1].result_value()) == (b"text", "text", [1, 2])
         assert a[2].value() == {"a": [1, {"b": None}]} and a[2].result == b""
+
+
+def test_kind_counts_over_the_store(store_path: Path) -> None:
+    with memseg.open(store_path, "a") as store:
+        for s in range(3):
+            with store.start_session(name=f"s{s}") as rec:
+                for i in range(10 * (s + 1)):
+                    rec.record("even" if i % 2 == 0 else f"odd{s}", b"x")
+        assert store.kind_counts() == {"even": 30, "odd0": 5, "odd1": 10, "odd2": 15}
+    with memseg.open(store_path) as store:
+        assert store.kind_counts() == {"even": 30, "odd0": 5, "odd1": 10, "odd2": 15}
+        assert store.session("s1").kind_counts() == {"even": 10, "odd1": 10}

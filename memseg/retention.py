@@ -76,32 +76,35 @@ class SweepReport:
         return sum(i.bytes for i in self.dropped)
 
 
-def _resolve(view: View, keys: SessionKeys) -> list[TocEntry]:
+def _resolve(entries: Mapping[uuid.UUID, TocEntry], keys: SessionKeys) -> list[TocEntry]:
     """The entries ``keys`` name, once each, in file order."""
     if isinstance(keys, uuid.UUID | str):
         keys = [keys]
-    found = {e.session_id: e for e in (find_entry(view.entries, k) for k in keys)}
+    found = {e.session_id: e for e in (find_entry(entries, k) for k in keys)}
     return sorted(found.values(), key=lambda e: e.session_offset)
 
 
 def _set_state(store: Store, keys: SessionKeys, old: State, new: State) -> int:
-    store._check_writable()
-    entries = _resolve(store._current(), keys)
-    changed = [dataclasses.replace(e, state=new) for e in entries if e.state == old]
-    if changed:
-        store._commit_entries(changed)
-    return len(changed)
+    keys = list(keys) if not isinstance(keys, uuid.UUID | str) else keys  # iterated twice
+
+    def change(entries: Mapping[uuid.UUID, TocEntry]) -> list[TocEntry]:
+        chosen = _resolve(entries, keys)
+        active = [e for e in chosen if e.state == State.ACTIVE]
+        if new == State.ARCHIVED and active:
+            raise StateError(
+                "active", f"session {active[0].session_id} is still active (recording, or its "
+                "writer died): end it, or resume() and end() it, before archiving",
+                expected="ended", actual="active")
+        return [dataclasses.replace(e, state=new) for e in chosen if e.state == old]
+
+    return store._commit_entries(change)
 
 
 def archive(store: Store, keys: SessionKeys) -> int:
-    """Mark ended sessions archived; returns how many changed (archived ones are skipped)."""
-    store._check_writable()
-    active = [e for e in _resolve(store._current(), keys) if e.state == State.ACTIVE]
-    if active:
-        raise StateError(
-            "active", f"session {active[0].session_id} is still active (recording, or its "
-            "writer died): end it, or resume() and end() it, before archiving",
-            expected="ended", actual="active")
+    """Mark ended sessions archived; returns how many changed (archived ones are skipped).
+
+    Refused with StateError("active") if any of them is active; nothing changes then.
+    """
     return _set_state(store, keys, State.ENDED, State.ARCHIVED)
 
 
@@ -162,7 +165,7 @@ def _export_into(dest: Store, view: View, entries: Sequence[TocEntry]) -> list[t
         copies = [(e, copy_session(view, plan_session(view, e, merge=False), sink, dest._tag,
                                    state=_exported_state(e.state))) for e in todo]
     if copies:
-        dest._commit_entries([c.entry for _, c in copies])
+        dest._commit_entries(lambda _: [c.entry for _, c in copies])
     return [(e, c.bytes) for e, c in copies]
 
 
@@ -179,7 +182,7 @@ def export(store: Store, keys: SessionKeys, dest_path: PathLike, *, lock_timeout
     if store.mode == "a":
         store.commit_staged()  # copy only what is committed here
     view = store._current()
-    entries = _resolve(view, keys)
+    entries = _resolve(view.entries, keys)
     dest = os.fspath(dest_path)
     _check_distinct(store, dest)
     with Store(dest, "a", sync=store.sync, fs=store._fs, lock_timeout=lock_timeout) as d:

@@ -166,22 +166,37 @@ def _reframe(buf: bytes | memoryview, head: RecordHeader, src_tag: int, tag: int
     return frame(tag, head.kind, head.codec, bytes(stored), head.raw_len)
 
 
-def _relink_block(buf: bytes | memoryview, head: RecordHeader, src_tag: int, tag: int,
-                  prev_block: int) -> bytes:
-    """A block record with its ``prev_block`` link set for its new place."""
-    stored = stored_view(buf, head)
+def block_link(payload: bytes | memoryview) -> int:
+    """The ``prev_block`` link of a BLOCK payload."""
+    link: int = BLOCK_HEADER.unpack_from(payload)[2]
+    return link
+
+
+def relink_payload(stored: bytes | memoryview, prev_block: int, offset: int) -> bytes:
+    """A BLOCK payload with its ``prev_block`` link replaced and its columns CRC redone.
+
+    The old columns CRC is checked first, so relinking never blesses damage;
+    ``offset`` locates the block for that error.
+    """
     fields = BLOCK_HEADER.unpack_from(stored)
-    if fields[2] == prev_block:
-        return _reframe(buf, head, src_tag, tag, stored)
     n = fields[3]
     # Column layout of SPEC.md "BLOCK": ts, kind codes, flags, end offsets.
     col_len = 8 * n + padded(2 * n) + padded(n) + padded(8 * n)
     columns = stored[BLOCK_HEADER.size : BLOCK_HEADER.size + col_len]
     if crc32c(columns, crc32c(stored[:BLOCK_COLUMNS_CRC_SPAN])) != fields[-1]:
-        raise CorruptError("columns_crc", "block columns checksum", offset=head.offset)
+        raise CorruptError("columns_crc", "block columns checksum", offset=offset)
     new_head = BLOCK_HEADER.pack(*fields[:2], prev_block, *fields[3:])[:BLOCK_COLUMNS_CRC_SPAN]
     columns_crc = crc32c(columns, crc32c(new_head))
-    payload = b"".join([new_head, columns_crc.to_bytes(4, "little"), stored[BLOCK_HEADER.size :]])
+    return b"".join([new_head, columns_crc.to_bytes(4, "little"), stored[BLOCK_HEADER.size :]])
+
+
+def _relink_block(buf: bytes | memoryview, head: RecordHeader, src_tag: int, tag: int,
+                  prev_block: int) -> bytes:
+    """A block record with its ``prev_block`` link set for its new place."""
+    stored = stored_view(buf, head)
+    if block_link(stored) == prev_block:
+        return _reframe(buf, head, src_tag, tag, stored)
+    payload = relink_payload(stored, prev_block, head.offset)
     return frame(tag, Kind.BLOCK, Codec.NONE, payload, len(payload))
 
 

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import memseg
 from memseg.blockmerge import merge_blocks
 from memseg.blocks import PendingCheckpoint, encode_block
 from memseg.format import COMPACT_SUFFIX, RESULT_SHIFT
+from memseg.view import View
 from tests.retention_support import (
     FaultMode,
     StepFaultFS,
@@ -362,3 +364,95 @@ def test_writer_waiting_during_compact_writes_to_the_new_file(tmp_path: Path) ->
     _finish_waiter(waiters[0], path, old_fd, old_size)
     after = dump_path(path)
     assert {k: v for k, v in after.items() if v["info"][1] != "waiter"} == live
+
+
+# --- compaction racing other work on the same store ------------------------
+
+
+def test_block_encoded_before_a_compaction_is_relinked(store_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # A recorder encodes its block (linking it to its last block) outside the
+    # store's lock; a compaction that moves the session before the block is
+    # appended must not leave the link pointing into the old file.
+    with memseg.open(store_path, "a") as store:
+        record_session(store, "old", actions=10)
+        rec = record_session(store, "live", actions=10, end=False)
+        store.archive("old")
+        append = store._append_block
+        compacted: list[memseg.CompactReport] = []
+
+        def compact_first(*args: object) -> None:
+            if not compacted:
+                compacted.append(store.compact())
+            append(*args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(store, "_append_block", compact_first)
+        rec.record("late", "encoded before the compaction", ts_ns=50)
+        rec.flush()
+        rec.end()
+        assert compacted and compacted[0].dropped
+    with memseg.open(store_path) as store:
+        actions = store.session("live").actions
+        assert len(actions) == 11 and actions[10].value() == "encoded before the compaction"
+
+
+def test_resume_racing_a_compaction_uses_the_new_file(store_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    with memseg.open(store_path, "a") as store:
+        record_session(store, "old", actions=10)
+        record_session(store, "live", actions=12, end=False)
+        store.archive("old")
+    with memseg.open(store_path, "a") as store:
+        current = store._current
+        compacted: list[bool] = []
+
+        def compact_after_first_look() -> View:
+            view = current()
+            if not compacted:
+                compacted.append(True)
+                store.compact()
+            return view
+
+        monkeypatch.setattr(store, "_current", compact_after_first_look)
+        rec = store.resume("live")
+        rec.record("more", "after resume", ts_ns=60)
+        rec.end()
+    with memseg.open(store_path) as store:
+        actions = store.session("live").actions
+        assert len(actions) == 13 and actions[12].value() == "after resume"
+
+
+def test_compacting_while_threads_record(store_path: Path) -> None:
+    threads, rounds, per_round = 3, 6, 40
+    errors: list[BaseException] = []
+    with memseg.open(store_path, "a", sync="none") as store:
+
+        def work(t: int) -> None:
+            try:
+                for r in range(rounds):
+                    with store.start_session(name=f"t{t}r{r}") as rec:
+                        for i in range(per_round):
+                            rec.record("step", {"t": t, "r": r, "i": i}, ts_ns=i)
+                            if i % 7 == 0:
+                                rec.flush()
+            except BaseException as exc:
+                errors.append(exc)
+
+        workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+        for w in workers:
+            w.start()
+        archived = 0
+        while any(w.is_alive() for w in workers):
+            ended = [i.id for i in store.sessions() if i.state == "ended"]
+            archived += store.archive(ended[: len(ended) // 2])
+            store.compact()
+        for w in workers:
+            w.join()
+        assert not errors, errors
+    with memseg.open(store_path) as store:
+        infos = store.sessions()
+        assert archived + len(infos) == threads * rounds
+        for info in infos:
+            t, r = (int(x) for x in (info.name or "")[1:].split("r"))
+            values = [a.value() for a in store.session(info.id).actions]
+            assert values == [{"t": t, "r": r, "i": i} for i in range(per_round)]

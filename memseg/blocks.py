@@ -152,27 +152,29 @@ class BlockView:
 
     def actions(self, lo: int, hi: int, kinds: Sequence[str]) -> list[Action]:
         """Actions ``lo``..``hi`` of the block (block-relative), built in one pass."""
+        if lo >= hi:
+            return []
         blob = self.blob()
         n = self.count
-        # Python lists once per call: indexing numpy scalars per action costs
-        # more than the whole rest of building an Action.
-        starts = [0, *self._ends[: n - 1].tolist()] if n else []
+        # Whole columns become Python lists and slices in C-level loops: per
+        # action numpy indexing and interpreted loops cost more than the rest.
         ends = self._ends.tolist()
-        ts = self.ts[lo:hi].tolist()
-        codes = self.kinds[lo:hi].tolist()
-        flags = self.flags[lo:hi].tolist()
-        first = self.first_seq
-        none = int(ValueType.NONE)  # enum attribute lookups are slow in a hot loop
-        out = []
-        for j, i in enumerate(range(lo, hi)):
-            f = flags[j]
-            rtype = (f >> RESULT_SHIFT) & VALUE_MASK
-            out.append(Action(
-                first + i, ts[j], kinds[codes[j]], blob[starts[i] : ends[i]],
-                None if rtype == none else blob[ends[n + i - 1] : ends[n + i]],
-                f & VALUE_MASK, rtype,
-            ))
-        return out
+        pstarts = [0, *ends[: n - 1]][lo:hi]
+        payloads = [blob[s:e] for s, e in zip(pstarts, ends[lo:hi], strict=True)]
+        flags = self.flags[lo:hi]
+        ptypes = (flags & VALUE_MASK).tolist()
+        rtypes_arr = (flags >> RESULT_SHIFT) & VALUE_MASK
+        rtypes = rtypes_arr.tolist()
+        if bool((rtypes_arr == ValueType.NONE).all()):
+            results: list[bytes | None] = [None] * (hi - lo)
+        else:
+            none = int(ValueType.NONE)
+            results = [None if r == none else blob[s:e] for r, s, e in
+                       zip(rtypes, ends[n + lo - 1 : n + hi - 1], ends[n + lo : n + hi], strict=True)]
+        names = [kinds[c] for c in self.kinds[lo:hi].tolist()]
+        seqs = range(self.first_seq + lo, self.first_seq + hi)
+        return list(map(Action, seqs, self.ts[lo:hi].tolist(), names, payloads, results,
+                        ptypes, rtypes))
 
     def checkpoints(self) -> list[Checkpoint]:
         """The checkpoints taken in this block's flush."""

@@ -1,0 +1,252 @@
+"""Output for the command line: tables, colour, JSON, a progress bar, value rendering."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import enum
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+import orjson
+
+from memseg.format import ValueType
+
+_STYLES = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "blue": "34",
+           "magenta": "35", "cyan": "36"}
+_STATE_STYLE = {"active": "green", "ended": "blue", "archived": "dim"}
+_TYPE_NAMES = {ValueType.BYTES: "bytes", ValueType.STR: "str", ValueType.JSON: "json",
+               ValueType.NONE: "none"}
+
+
+def _default(obj: object) -> Any:
+    """JSON for what orjson does not know: bytes as base64, enums by value."""
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return {"base64": base64.b64encode(bytes(obj)).decode()}
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, set | frozenset | tuple):
+        return list(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def to_json(obj: object, *, indent: bool = True) -> bytes:
+    """Serialise dataclasses, UUIDs, bytes and the like for --json output."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    opts = orjson.OPT_INDENT_2 if indent else 0
+    return orjson.dumps(obj, default=_default, option=opts | orjson.OPT_NON_STR_KEYS)
+
+
+def type_name(value_type: int) -> str:
+    """The name of a stored value's type (bytes, str, json, none)."""
+    return _TYPE_NAMES.get(ValueType(value_type), "?") if 0 <= value_type <= 3 else "?"
+
+
+def value_json(value_type: int, data: bytes | None) -> Any:
+    """A stored value as JSON: JSON as itself, text as a string, bytes as base64."""
+    if data is None or value_type == ValueType.NONE:
+        return None
+    if value_type == ValueType.JSON:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return {"base64": base64.b64encode(data).decode()}
+    if value_type == ValueType.STR:
+        return data.decode("utf-8", "replace")
+    return {"base64": base64.b64encode(data).decode()}
+
+
+def preview(value_type: int, data: bytes | None, width: int) -> str:
+    """A one-line rendering of a value, cut to ``width`` characters."""
+    if data is None or value_type == ValueType.NONE:
+        return ""
+    if value_type == ValueType.BYTES:
+        text = f"<{len(data)} bytes> {data[:16].hex(' ')}"
+    else:
+        text = data.decode("utf-8", "replace")
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def pretty(value_type: int, data: bytes) -> str:
+    """A value for reading: JSON indented, text as is, bytes as a hex dump."""
+    if value_type == ValueType.JSON:
+        try:
+            return orjson.dumps(orjson.loads(data), option=orjson.OPT_INDENT_2).decode()
+        except orjson.JSONDecodeError:
+            pass
+    if value_type in (ValueType.JSON, ValueType.STR):
+        return data.decode("utf-8", "replace")
+    if value_type == ValueType.NONE:
+        return ""
+    lines = []
+    for at in range(0, len(data), 16):
+        chunk = data[at : at + 16]
+        text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+        lines.append(f"{at:08x}  {chunk.hex(' '):<47}  {text}")
+    return "\n".join(lines)
+
+
+def when(ns: int | None) -> str:
+    """A timestamp in UTC, to the second."""
+    if ns is None:
+        return "-"
+    try:
+        return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):
+        return str(ns)
+
+
+def size(n: int) -> str:
+    """Bytes in a human unit."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def duration(ns: int) -> str:
+    """A time span, compactly."""
+    s = ns / 1e9
+    if s < 1:
+        return f"{s * 1000:.0f}ms"
+    if s < 120:
+        return f"{s:.1f}s"
+    if s < 7200:
+        return f"{s / 60:.1f}m"
+    return f"{s / 3600:.1f}h"
+
+
+class Out:
+    """Where a command writes: stdout for results, stderr for messages and progress."""
+
+    def __init__(self, stdout: TextIO | None = None, stderr: TextIO | None = None) -> None:
+        self.stdout = stdout or sys.stdout
+        self.stderr = stderr or sys.stderr
+        tty = _isatty(self.stdout)
+        self.color = tty and not os.environ.get("NO_COLOR")
+        self.show_progress = tty and _isatty(self.stderr)
+
+    def line(self, text: str = "") -> None:
+        self.stdout.write(text + "\n")
+
+    def style(self, text: str, *styles: str) -> str:
+        """``text`` in colour when writing to a terminal."""
+        if not self.color or not styles:
+            return text
+        codes = ";".join(_STYLES[s] for s in styles if s in _STYLES)
+        return f"\x1b[{codes}m{text}\x1b[0m"
+
+    def state(self, state: str) -> str:
+        return self.style(state, _STATE_STYLE.get(state, ""))
+
+    def json(self, obj: object) -> None:
+        self.stdout.write(to_json(obj).decode() + "\n")
+
+    def jsonl(self, obj: object) -> None:
+        self.stdout.write(to_json(obj, indent=False).decode() + "\n")
+
+    def error(self, text: str) -> None:
+        self.stderr.write(f"memseg: {text}\n")
+
+    def fields(self, pairs: Sequence[tuple[str, object]]) -> None:
+        """Aligned ``name: value`` lines."""
+        width = max((len(k) for k, _ in pairs), default=0)
+        for key, value in pairs:
+            self.line(f"{self.style(key.ljust(width), 'bold')}  {value}")
+
+    def table(self, headers: Sequence[str], rows: Sequence[Sequence[object]],
+              right: Sequence[int] = ()) -> None:
+        """A plain-text table; columns in ``right`` are right-aligned."""
+        cells = [[str(c) for c in row] for row in rows]
+        widths = [len(h) for h in headers]
+        for row in cells:
+            for i, cell in enumerate(row):
+                widths[i] = max(widths[i], _visible_len(cell))
+        head = "  ".join(h.rjust(w) if i in right else h.ljust(w)
+                         for i, (h, w) in enumerate(zip(headers, widths, strict=True)))
+        self.line(self.style(head.rstrip(), "bold"))
+        for row in cells:
+            parts = []
+            for i, cell in enumerate(row):
+                pad = " " * (widths[i] - _visible_len(cell))
+                parts.append(pad + cell if i in right else cell + pad)
+            self.line("  ".join(parts).rstrip())
+
+    def progress(self, label: str) -> Callable[[int, int], None] | None:
+        """A progress callback drawing a bar on stderr, or None when not on a terminal."""
+        if not self.show_progress:
+            return None
+        return _Bar(self.stderr, label)
+
+    def end_progress(self, bar: Callable[[int, int], None] | None) -> None:
+        if isinstance(bar, _Bar):
+            bar.close()
+
+
+def width() -> int:
+    """The terminal's width, or 100 when not on one."""
+    return shutil.get_terminal_size((100, 24)).columns
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _visible_len(text: str) -> int:
+    """Length without colour escapes."""
+    if "\x1b[" not in text:
+        return len(text)
+    out, i = 0, 0
+    while i < len(text):
+        if text.startswith("\x1b[", i):
+            i = text.index("m", i) + 1
+            continue
+        out += 1
+        i += 1
+    return out
+
+
+class _Bar:
+    """A one-line progress bar, redrawn at most ten times a second."""
+
+    def __init__(self, stream: TextIO, label: str) -> None:
+        self._stream = stream
+        self._label = label
+        self._last = 0.0
+        self._drawn = False
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self._last < 0.1 and done < total:
+            return
+        self._last = now
+        frac = min(1.0, done / total) if total > 0 else 1.0
+        cells = 30
+        full = int(frac * cells)
+        bar = "█" * full + "░" * (cells - full)
+        self._stream.write(f"\r{self._label} {bar} {frac * 100:5.1f}%")
+        self._stream.flush()
+        self._drawn = True
+
+    def close(self) -> None:
+        if self._drawn:
+            self._stream.write("\r\x1b[K")
+            self._stream.flush()
+
+
+def short_id(sid: uuid.UUID) -> str:
+    """The first 8 hex digits of a session id (commands accept a unique prefix)."""
+    return str(sid)[:8]

@@ -1,0 +1,165 @@
+"""Find actions whose payload (or result) matches a substring or regular expression.
+
+Each block's blob (every payload, then every result, back to back) is
+decompressed once and searched with one compiled regex; a match position is
+mapped back to its action through the block's payload end offsets, so no action
+is decoded unless it matches. Blocks whose kind codes cannot match are skipped
+before they are decompressed.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import re
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from memseg.blocks import BlockView
+from memseg.format import RESULT_SHIFT, VALUE_MASK, ValueType
+from memseg.scan import Progress
+from memseg.store import Store
+from memseg.view import Session
+
+_CONTEXT = 40
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """One matching action: where it is, and the matched bytes with some context."""
+
+    session_id: uuid.UUID
+    session_name: str | None
+    seq: int
+    kind: str
+    ts_ns: int
+    # "payload" or "result".
+    part: str
+    # The match, as offsets into the action's payload (or result).
+    start: int
+    end: int
+    # The matched bytes with up to 40 bytes either side, and where the match starts in it.
+    context: bytes
+    context_start: int
+
+
+def compile_pattern(pattern: str, *, regex: bool = False, ignore_case: bool = False) -> re.Pattern[bytes]:
+    """The bytes regex for ``pattern`` (a literal substring unless ``regex``); re.error if invalid."""
+    raw = pattern.encode("utf-8")
+    return re.compile(raw if regex else re.escape(raw), re.IGNORECASE if ignore_case else 0)
+
+
+def _matches(rx: re.Pattern[bytes], blob: bytes, starts: list[int], ends: list[int],
+             allowed: npt.NDArray[np.bool_] | None, codes: list[int]
+             ) -> Iterator[tuple[int, re.Match[bytes]]]:
+    """(action index, first match) for each action of the region whose bytes match."""
+    if not ends:
+        return
+    # pos is always the start of an action, so the leftmost match found from it
+    # is the first match of the action holding its start.
+    pos, stop, last = starts[0], ends[-1], -1
+    while pos <= stop:
+        m = rx.search(blob, pos, stop)
+        if m is None:
+            return
+        i = min(bisect.bisect_right(ends, m.start()), len(ends) - 1)
+        if i <= last:
+            return  # an empty match at the very end of the region
+        last = i
+        hi = ends[i]
+        if m.end() > hi:
+            # The match runs on into the next action: look again inside this one alone.
+            m = rx.search(blob, m.start(), hi)
+        if m is not None and (allowed is None or allowed[codes[i]]):
+            yield i, m
+        pos = hi if hi > pos else pos + 1
+
+
+def search_session(session: Session, rx: re.Pattern[bytes], *, kinds: Iterable[str] | None = None,
+                   results: bool = False) -> Iterator[SearchHit]:
+    """Matches in one session, in seq order (payloads; results too if ``results``)."""
+    actions = session.actions
+    names = actions.kinds
+    allowed: npt.NDArray[np.bool_] | None = None
+    if kinds is not None:
+        wanted = set(kinds)
+        allowed = np.array([k in wanted for k in names] + [False], dtype=bool)
+        if not allowed.any():
+            return
+    info = session.info
+    for b in range(len(actions.refs)):
+        block = actions.block(b)
+        n = block.count
+        if not n:
+            continue
+        codes_arr = np.minimum(block.kinds, len(names))
+        if allowed is not None and not allowed[codes_arr].any():
+            continue  # no action of a wanted kind: skip without decompressing
+        blob = block.blob()
+        hits = _block_hits(block, blob, rx, allowed, codes_arr.tolist(), results)
+        for part, i, m, lo, hi in sorted(hits, key=lambda h: (h[1], h[0] == "result")):
+            c0, c1 = max(lo, m.start() - _CONTEXT), min(hi, m.end() + _CONTEXT)
+            code = int(block.kinds[i])
+            yield SearchHit(info.id, info.name, block.first_seq + i,
+                            names[code] if code < len(names) else f"unknown-kind-{code}",
+                            int(block.ts[i]), part, m.start() - lo, m.end() - lo,
+                            blob[c0:c1], m.start() - c0)
+
+
+def _block_hits(block: BlockView, blob: bytes, rx: re.Pattern[bytes], allowed: npt.NDArray[np.bool_] | None,
+                codes: list[int], results: bool) -> list[tuple[str, int, re.Match[bytes], int, int]]:
+    n = block.count
+    # End offsets of the payloads then of the results within the blob (BLOCK layout).
+    ends: list[int] = block._ends.tolist()
+    out: list[tuple[str, int, re.Match[bytes], int, int]] = []
+    p_ends = ends[:n]
+    p_starts = [0, *p_ends[:-1]]
+    for i, m in _matches(rx, blob, p_starts, p_ends, allowed, codes):
+        out.append(("payload", i, m, p_starts[i], p_ends[i]))
+    if results:
+        r_ends = ends[n:]
+        r_starts = [p_ends[-1], *r_ends[:-1]]
+        flags = block.flags.tolist()
+        for i, m in _matches(rx, blob, r_starts, r_ends, allowed, codes):
+            if (flags[i] >> RESULT_SHIFT) & VALUE_MASK != ValueType.NONE:
+                out.append(("result", i, m, r_starts[i], r_ends[i]))
+    return out
+
+
+def search(source: str | os.PathLike[str] | Store, pattern: str, *, regex: bool = False,
+           ignore_case: bool = False, kinds: Iterable[str] | None = None,
+           sessions: Iterable[str | uuid.UUID] | None = None, results: bool = False,
+           progress: Progress | None = None) -> Iterator[SearchHit]:
+    """Matching actions across all sessions (or ``sessions``), oldest session first."""
+    rx = compile_pattern(pattern, regex=regex, ignore_case=ignore_case)
+    kind_list = list(kinds) if kinds is not None else None
+    if isinstance(source, Store):
+        yield from _search_store(source, rx, kind_list, sessions, results, progress)
+        return
+    from memseg.forensics import open_readonly
+
+    with open_readonly(source) as store:
+        yield from _search_store(store, rx, kind_list, sessions, results, progress)
+
+
+def _search_store(store: object, rx: re.Pattern[bytes], kinds: list[str] | None,
+                  sessions: Iterable[str | uuid.UUID] | None, results: bool,
+                  progress: Progress | None) -> Iterator[SearchHit]:
+    infos = store.sessions()  # type: ignore[attr-defined]
+    if sessions is not None:
+        keys = [store.session(k).info.id for k in sessions]  # type: ignore[attr-defined]
+        infos = [i for i in infos if i.id in set(keys)]
+    total = max(1, sum(i.stored_bytes for i in infos))
+    done = 0
+    for info in infos:
+        if progress is not None:
+            progress(done, total)
+        yield from search_session(store.session(info.id), rx,  # type: ignore[attr-defined]
+                                  kinds=kinds, results=results)
+        done += info.stored_bytes
+    if progress is not None:
+        progress(total, total)

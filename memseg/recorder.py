@@ -45,6 +45,8 @@ class LiveSession:
     last_block_offset: int = 0
     # Blocks written since the last INDEX chunk: (offset, actions, checkpoints).
     recent: list[tuple[int, int, int]] = field(default_factory=list)
+    # True when blocks were written since the last snapshot, which must then be renewed.
+    unsnapshotted: bool = False
     kinds: dict[str, int] = field(default_factory=dict)
     kind_counts: list[int] = field(default_factory=list)
 
@@ -162,7 +164,10 @@ class Recorder:
         if self._closed:
             raise ClosedError("closed", "recorder has ended")
         self._cut_block()
-        self._store._flush_session(self._live, status=None, end=False)
+        if self._live.unsnapshotted:
+            self._store._flush_session(self._live, status=None, end=False)
+        else:
+            self._store.commit_staged()  # nothing new here; commit what others staged
 
     def end(self, status: str | None = "ok") -> None:
         """Seal the session: flush, mark it ended, commit. The recorder is closed after."""
@@ -174,10 +179,12 @@ class Recorder:
         self._store._forget(self)
 
     def _close_for_store(self) -> None:
-        """The store is closing: make buffered actions durable, leave the session active."""
+        """The store is closing: stage buffered actions (the store commits them all at
+        once), leaving the session active."""
         if not self._closed:
             self._cut_block()
-            self._store._flush_session(self._live, status=None, end=False)
+            if self._live.unsnapshotted:
+                self._store._stage_snapshot(self._live, None, end=False)
             self._closed = True
 
     @property

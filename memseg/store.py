@@ -383,6 +383,7 @@ class Store:
             offset = self._append(record)
             live.recent.append((offset, actions, checkpoints))
             live.last_block_offset = offset
+            live.unsnapshotted = True
             live.action_count += actions
             live.checkpoint_count += checkpoints
             live.stored_bytes += len(record)
@@ -425,6 +426,7 @@ class Store:
                 live.stored_bytes, state, live.name, status, live.meta,
             )
             self._dirty.add(live.session_id)
+            live.unsnapshotted = False
             self._ticket += 1
             return self._ticket
 
@@ -568,6 +570,7 @@ class Store:
                 for rec in list(self._recorders.values()):
                     rec._close_for_store()
                 self._recorders.clear()
+                self.commit_staged()
         finally:
             self._closed = True
             if self._fh is not None:

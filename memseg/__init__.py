@@ -12,9 +12,13 @@ from memseg.errors import (
     VersionError,
     WriteFailedError,
 )
+from memseg.forensics import Problem, VerifyReport, verify
 from memseg.model import Action, Checkpoint, SessionInfo, SessionState
 from memseg.recorder import Recorder
 from memseg.retention import SweepReport
+from memseg.salvage import SalvageReport, SessionSalvage, salvage
+from memseg.scan import RecordInfo, scan
+from memseg.search import SearchHit, search
 from memseg.store import Store, open
 from memseg.view import Actions, Session
 
@@ -28,17 +32,27 @@ __all__ = [
     "LockedError",
     "MemsegError",
     "NotMemsegError",
+    "Problem",
     "ReadOnlyError",
+    "RecordInfo",
     "Recorder",
+    "SalvageReport",
+    "SearchHit",
     "Session",
     "SessionInfo",
+    "SessionSalvage",
     "SessionState",
     "StateError",
     "Store",
     "SweepReport",
+    "VerifyReport",
     "VersionError",
     "WriteFailedError",
     "compact",
     "open",
+    "salvage",
+    "scan",
+    "search",
+    "verify",
 ]
 __version__ = "0.1.0"

@@ -114,8 +114,7 @@ def _active(rec: Recorder, clock: _Clock) -> None:
 
 def record_demo(path: str | os.PathLike[str], start_ns: int | None = None) -> None:
     """Append the demo sessions to ``path`` (created if missing); one is left active."""
-    # Start an hour ago so the recorded times read like a recent run.
-    clock = _Clock(time.time_ns() - 3600 * 1000 * _MS if start_ns is None else start_ns)
+    clock = _Clock(time.time_ns() if start_ns is None else start_ns)
     with open_store(path, "a") as store:
         rec = store.start_session("fix-short-header", meta={
             "agent": "coder", "model": "demo-model-1", "repo": "example/parser", "branch": "main"})

@@ -270,7 +270,7 @@ class _Checker:
                          snap.session_id)
 
 
-def _tail_is_torn(tail: list[RecordInfo]) -> bool:
+def is_torn_tail(tail: list[RecordInfo]) -> bool:
     """A writer that died leaves intact records, then at most one record cut by EOF
     (or zeros a file system allocated but never wrote)."""
     for i, rec in enumerate(tail):
@@ -306,7 +306,7 @@ def verify_mapped(m: Mapped, progress: Progress | None = None) -> VerifyReport:
     committed_end = trailers[-1].end if trailers else min(m.size, FILE_HEADER.size)
     report.committed_bytes = committed_end
     tail = [r for r in records if r.offset >= committed_end]
-    torn = _tail_is_torn(tail)
+    torn = is_torn_tail(tail)
     for rec in records:
         if rec.status == OK:
             checker.check(rec)

@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from memseg.blocks import BlockView
+from memseg.forensics import Rescued, open_readonly
 from memseg.format import RESULT_SHIFT, VALUE_MASK, ValueType
 from memseg.scan import Progress
 from memseg.store import Store
@@ -130,35 +131,33 @@ def _block_hits(block: BlockView, blob: bytes, rx: re.Pattern[bytes], allowed: n
     return out
 
 
-def search(source: str | os.PathLike[str] | Store, pattern: str, *, regex: bool = False,
+def search(source: str | os.PathLike[str] | Store | Rescued, pattern: str, *, regex: bool = False,
            ignore_case: bool = False, kinds: Iterable[str] | None = None,
            sessions: Iterable[str | uuid.UUID] | None = None, results: bool = False,
            progress: Progress | None = None) -> Iterator[SearchHit]:
     """Matching actions across all sessions (or ``sessions``), oldest session first."""
     rx = compile_pattern(pattern, regex=regex, ignore_case=ignore_case)
     kind_list = list(kinds) if kinds is not None else None
-    if isinstance(source, Store):
+    if not isinstance(source, str | os.PathLike):
         yield from _search_store(source, rx, kind_list, sessions, results, progress)
         return
-    from memseg.forensics import open_readonly
-
     with open_readonly(source) as store:
         yield from _search_store(store, rx, kind_list, sessions, results, progress)
 
 
-def _search_store(store: object, rx: re.Pattern[bytes], kinds: list[str] | None,
+def _search_store(store: Store | Rescued, rx: re.Pattern[bytes], kinds: list[str] | None,
                   sessions: Iterable[str | uuid.UUID] | None, results: bool,
                   progress: Progress | None) -> Iterator[SearchHit]:
-    infos = store.sessions()  # type: ignore[attr-defined]
+    infos = store.sessions()
     if sessions is not None:
-        keys = [store.session(k).info.id for k in sessions]  # type: ignore[attr-defined]
+        keys = [store.session(k).info.id for k in sessions]
         infos = [i for i in infos if i.id in set(keys)]
     total = max(1, sum(i.stored_bytes for i in infos))
     done = 0
     for info in infos:
         if progress is not None:
             progress(done, total)
-        yield from search_session(store.session(info.id), rx,  # type: ignore[attr-defined]
+        yield from search_session(store.session(info.id), rx,
                                   kinds=kinds, results=results)
         done += info.stored_bytes
     if progress is not None:

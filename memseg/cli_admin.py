@@ -1,0 +1,177 @@
+"""Subcommands that write: demo, compact, archive, unarchive, sweep, export, import.
+
+Each is the command-line face of one library call; they take the writer's lock
+like any writer and exit 2 if another process holds it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+
+import memseg
+from memseg.cli_common import EXIT_OK, Subparsers, UsageError, open_reader, resolve_session
+from memseg.cli_read import print_info, print_sessions
+from memseg.cliout import Out, short_id, size
+from memseg.demo import record_demo
+from memseg.forensics import info
+
+
+def register_demo(sub: Subparsers) -> None:
+    """Add ``demo`` (listed first: it is the first command a newcomer runs)."""
+    p = sub.add_parser("demo", help="record a few example agent sessions into FILE and show them")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_demo)
+
+
+def register(sub: Subparsers) -> None:
+    """Add the maintenance subcommands."""
+    p = sub.add_parser("compact", help="rewrite the file without archived sessions and dead bytes")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_compact)
+
+    for name, undo in (("archive", False), ("unarchive", True)):
+        p = sub.add_parser(name, help="mark ended sessions archived (dropped by the next compact)"
+                           if not undo else "bring archived sessions back to ended")
+        p.add_argument("file")
+        p.add_argument("sessions", nargs="+", metavar="SESSION")
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(run=cmd_archive, undo=undo)
+
+    p = sub.add_parser("sweep", help="archive ended sessions inactive for some days")
+    p.add_argument("file")
+    p.add_argument("--days", type=float, required=True, help="inactive for at least this many days")
+    p.add_argument("--archive-to", metavar="PATH", help="copy them into this memseg file first")
+    p.add_argument("--max-archive-bytes", type=int, metavar="N",
+                   help="keep the archive file under this size (oldest dropped first)")
+    p.add_argument("--dry-run", action="store_true", help="say what would happen; change nothing")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_sweep)
+
+    p = sub.add_parser("export", help="copy sessions into another memseg file")
+    p.add_argument("file")
+    p.add_argument("dest")
+    p.add_argument("sessions", nargs="*", metavar="SESSION", help="default: every session")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_export)
+
+    p = sub.add_parser("import", help="copy sessions of another memseg file into FILE")
+    p.add_argument("file")
+    p.add_argument("src")
+    p.add_argument("sessions", nargs="*", metavar="SESSION", help="default: every session")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_import)
+
+
+def cmd_demo(args: argparse.Namespace, out: Out) -> int:
+    record_demo(args.file)
+    fi = info(args.file)
+    if args.json:
+        out.json(fi)
+        return EXIT_OK
+    print_info(out, fi)
+    out.line()
+    with open_reader(args.file) as store:
+        print_sessions(out, store.sessions())
+    out.line()
+    out.line(f"next: memseg show {args.file} fix-short-header   "
+             f"memseg search {args.file} pytest   memseg verify {args.file}")
+    return EXIT_OK
+
+
+def _report(out: Out, as_json: bool, report: object, lines: list[str]) -> None:
+    if as_json:
+        out.json(dataclasses.asdict(report) if dataclasses.is_dataclass(report)  # type: ignore[arg-type]
+                 else report)
+    else:
+        for line in lines:
+            out.line(line)
+
+
+def cmd_compact(args: argparse.Namespace, out: Out) -> int:
+    _must_exist(args.file)
+    bar = out.progress("compacting")
+    try:
+        r = memseg.compact(args.file, progress=bar)
+    finally:
+        out.end_progress(bar)
+    _report(out, args.json, r, [
+        f"compacted {r.path}: {size(r.bytes_before)} -> {size(r.bytes_after)} in {r.seconds:.2f}s",
+        f"sessions kept {r.sessions_kept}, dropped {len(r.dropped)} archived; "
+        f"blocks {r.blocks_before} -> {r.blocks_after}",
+    ])
+    return EXIT_OK
+
+
+def _keys(path: str, sessions: list[str]) -> list[str]:
+    """Session ids for the keys given (ids, unique prefixes or names)."""
+    with open_reader(path) as store:
+        return [str(resolve_session(store, k)) for k in sessions]
+
+
+def cmd_archive(args: argparse.Namespace, out: Out) -> int:
+    _must_exist(args.file)
+    keys = _keys(args.file, args.sessions)
+    with memseg.open(args.file, "a") as store:
+        changed = store.unarchive(keys) if args.undo else store.archive(keys)
+    verb = "unarchived" if args.undo else "archived"
+    _report(out, args.json, {verb: changed, "sessions": keys}, [
+        f"{verb} {changed} of {len(keys)} session(s)"])
+    return EXIT_OK
+
+
+def cmd_sweep(args: argparse.Namespace, out: Out) -> int:
+    _must_exist(args.file)
+    if args.days < 0:
+        raise UsageError("--days must be >= 0")
+    with memseg.open(args.file, "a") as store:
+        r = store.sweep(args.days, archive_to=args.archive_to,
+                        max_archive_bytes=args.max_archive_bytes, dry_run=args.dry_run)
+    head = "would archive" if r.dry_run else "archived"
+    lines = [f"{head} {len(r.archived)} session(s), {size(r.archived_bytes)}"]
+    lines += [f"  {short_id(i.id)}  {i.name or '-'}  {size(i.bytes)}" for i in r.archived]
+    if r.exported:
+        lines.append(f"{'would copy' if r.dry_run else 'copied'} {len(r.exported)} to {args.archive_to}")
+    if r.dropped:
+        lines.append(f"{'would drop' if r.dry_run else 'dropped'} {len(r.dropped)} from the archive file")
+    if r.still_active:
+        lines.append(f"{len(r.still_active)} old session(s) still active (never archived)")
+    _report(out, args.json, r, lines)
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace, out: Out) -> int:
+    _must_exist(args.file)
+    if os.path.abspath(args.file) == os.path.abspath(args.dest):
+        raise UsageError("DEST must differ from FILE")
+    with open_reader(args.file) as store:
+        keys = [str(resolve_session(store, k)) for k in args.sessions] or [
+            str(i.id) for i in store.sessions()]
+    with memseg.open(args.file, "r") as reader:
+        copied = reader.export(keys, args.dest)
+    _report(out, args.json, {"copied": copied, "dest": args.dest, "sessions": keys},
+            [f"copied {copied} session(s) into {args.dest}"])
+    return EXIT_OK
+
+
+def cmd_import(args: argparse.Namespace, out: Out) -> int:
+    _must_exist(args.src)
+    if os.path.abspath(args.file) == os.path.abspath(args.src):
+        raise UsageError("SRC must differ from FILE")
+    with open_reader(args.src) as store:
+        keys = [str(resolve_session(store, k)) for k in args.sessions] or [
+            str(i.id) for i in store.sessions()]
+    with memseg.open(args.src, "r") as reader:
+        copied = reader.export(keys, args.file)
+    _report(out, args.json, {"copied": copied, "src": args.src, "sessions": keys},
+            [f"copied {copied} session(s) from {args.src} into {args.file}"])
+    return EXIT_OK
+
+
+def _must_exist(path: str) -> None:
+    """Writers create missing files; maintenance commands must not."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(2, "No such file or directory", path)

@@ -1,0 +1,129 @@
+"""Forensic subcommands: verify, scan, salvage. They read the source read-only, always."""
+
+from __future__ import annotations
+
+import argparse
+
+from memseg.cli_common import EXIT_OK, EXIT_PROBLEMS, Subparsers, UsageError
+from memseg.cliout import Out, short_id, size
+from memseg.forensics import is_torn_tail, verify
+from memseg.salvage import salvage
+from memseg.scan import OK, scan
+
+
+def register(sub: Subparsers) -> None:
+    """Add verify, scan and salvage."""
+    p = sub.add_parser("verify", help="check every CRC and structural rule (exit 1 on a problem)")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_verify)
+
+    p = sub.add_parser("scan", help="the record map from the first byte to the last")
+    p.add_argument("file")
+    p.add_argument("--damaged", action="store_true", help="only records that are not intact")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_scan)
+
+    p = sub.add_parser("salvage", help="recover everything intact into a new file")
+    p.add_argument("src")
+    p.add_argument("dst", help="the new file (must not exist)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_salvage)
+
+
+def cmd_verify(args: argparse.Namespace, out: Out) -> int:
+    bar = out.progress("verifying")
+    try:
+        report = verify(args.file, bar)
+    finally:
+        out.end_progress(bar)
+    if args.json:
+        out.json({"ok": report.ok, **_asdict(report)})
+        return EXIT_OK if report.ok else EXIT_PROBLEMS
+    for p in report.problems:
+        out.line(f"{p.offset:>12}  {out.style(p.reason, 'red'):<20}  {p.detail}")
+    for n in report.notes:
+        out.line(f"{n.offset:>12}  {out.style(n.reason, 'yellow'):<20}  {n.detail}")
+    summary = (f"{report.records} records, {report.commits} commits, {report.sessions} sessions, "
+               f"{report.actions} actions")
+    if report.ok:
+        out.line(f"{args.file}: {out.style('OK', 'green', 'bold')} ({summary})")
+        return EXIT_OK
+    out.line(f"{args.file}: {out.style(f'{len(report.problems)} problem(s)', 'red', 'bold')} "
+             f"({summary})")
+    return EXIT_PROBLEMS
+
+
+def _asdict(report: object) -> dict[str, object]:
+    import dataclasses
+
+    return dataclasses.asdict(report)  # type: ignore[call-overload, no-any-return]
+
+
+def cmd_scan(args: argparse.Namespace, out: Out) -> int:
+    bar = out.progress("scanning")
+    try:
+        records = scan(args.file, bar)
+    finally:
+        out.end_progress(bar)
+    damaged = [r for r in records if r.status != OK]
+    shown = damaged if args.damaged else records
+    if args.json:
+        out.json([{"offset": r.offset, "length": r.length, "kind": r.kind, "codec": r.codec,
+                   "stored_len": r.stored_len, "raw_len": r.raw_len, "status": r.status,
+                   "reason": r.reason, "commit": r.commit, "session_id": r.session_id}
+                  for r in shown])
+    else:
+        rows = []
+        for r in shown:
+            status = r.status if r.status == OK else f"{r.status}:{r.reason}" if r.reason != r.status \
+                else r.status
+            rows.append([r.offset, r.length, r.kind, r.stored_len if r.kind != "-" else "",
+                         r.raw_len if r.kind != "-" else "",
+                         out.style(status, "green" if r.status == OK else "red"),
+                         "-" if r.commit is None else r.commit,
+                         short_id(r.session_id) if r.session_id else ""])
+        out.table(["OFFSET", "LENGTH", "KIND", "STORED", "RAW", "CRC", "COMMIT", "SESSION"], rows,
+                  right=(0, 1, 3, 4, 6))
+        out.line(f"{len(records)} records, {len(damaged)} damaged")
+    torn = is_torn_tail([r for r in records if r.commit is None])
+    bad = [r for r in damaged if not (torn and r.commit is None)]
+    return EXIT_PROBLEMS if bad else EXIT_OK
+
+
+def cmd_salvage(args: argparse.Namespace, out: Out) -> int:
+    if args.src == args.dst:
+        raise UsageError("salvage writes a new file: DST must differ from SRC")
+    bar = out.progress("salvaging")
+    try:
+        report = salvage(args.src, args.dst, bar)
+    finally:
+        out.end_progress(bar)
+    if args.json:
+        data = _asdict(report)
+        data.update(complete=report.complete, actions=report.actions, lost_actions=report.lost_actions)
+        out.json(data)
+        return EXIT_OK if report.complete else EXIT_PROBLEMS
+    rows = []
+    for s in report.sessions:
+        lost = ", ".join(f"{a}..{b - 1}" for a, b in s.lost) or "-"
+        notes = "; ".join(s.notes + ([f"{s.damaged_blocks} damaged blocks"] if s.damaged_blocks else [])
+                          + ([f"{s.lost_checkpoints} checkpoints lost"] if s.lost_checkpoints else []))
+        rows.append([short_id(s.session_id), s.name or "-", out.state(s.state), s.source, s.actions,
+                     s.checkpoints, out.style(lost, "red") if s.lost else lost, notes])
+    if rows:
+        out.table(["ID", "NAME", "STATE", "FROM", "ACTIONS", "CKPTS", "LOST SEQS", "NOTES"], rows,
+                  right=(4, 5))
+    for sid, why in report.skipped:
+        out.line(f"skipped {sid}: {why}")
+    for region in report.damaged[:20]:
+        out.line(out.style(f"damaged: {region.length} bytes at {region.offset} ({region.reason})", "red"))
+    if len(report.damaged) > 20:
+        out.line(f"... {len(report.damaged) - 20} more damaged regions")
+    if report.torn_tail_bytes:
+        out.line(f"uncommitted tail: {size(report.torn_tail_bytes)}")
+    verdict = out.style("complete", "green", "bold") if report.complete else out.style(
+        f"{report.lost_actions} actions known lost", "red", "bold")
+    out.line(f"salvaged {report.actions} actions of {len(report.sessions)} sessions into "
+             f"{args.dst}: {verdict}")
+    return EXIT_OK if report.complete else EXIT_PROBLEMS

@@ -1,0 +1,407 @@
+"""Read-only subcommands: info, ls, show, cat, diff, replay, search."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from typing import Any
+
+from memseg.cli_common import (
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    Subparsers,
+    UsageError,
+    open_reader,
+    resolve_session,
+)
+from memseg.cliout import (
+    Out,
+    duration,
+    pretty,
+    preview,
+    short_id,
+    size,
+    type_name,
+    value_json,
+    when,
+    width,
+)
+from memseg.compare import diff_sessions
+from memseg.forensics import FileInfo, info
+from memseg.model import Action, Checkpoint, SessionInfo
+from memseg.search import search
+
+_STATES = ("active", "ended", "archived")
+
+
+def register(sub: Subparsers) -> None:
+    """Add the read-only subcommands."""
+    p = sub.add_parser("info", help="what a file holds: header, commits, sessions, bytes")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(run=cmd_info)
+
+    p = sub.add_parser("ls", help="list sessions")
+    p.add_argument("file")
+    p.add_argument("--state", action="append", choices=_STATES, help="only sessions in this state")
+    p.add_argument("--name", help="only sessions whose name contains this (a regex with --regex)")
+    p.add_argument("--regex", action="store_true", help="--name is a regular expression")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_ls)
+
+    p = sub.add_parser("show", help="a session's metadata, checkpoints and actions")
+    p.add_argument("file")
+    p.add_argument("session", help="id, unique id prefix, or unique name")
+    p.add_argument("--kind", action="append", help="only actions of this kind (repeatable)")
+    p.add_argument("--from", dest="seq_from", type=int, default=0, metavar="SEQ")
+    p.add_argument("--to", dest="seq_to", type=int, default=None, metavar="SEQ",
+                   help="last seq to show (inclusive)")
+    p.add_argument("--payload", action="store_true", help="print whole payloads and results")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true")
+    g.add_argument("--jsonl", action="store_true", help="one JSON object per action")
+    p.set_defaults(run=cmd_show)
+
+    p = sub.add_parser("cat", help="one action's payload (and result)")
+    p.add_argument("file")
+    p.add_argument("session")
+    p.add_argument("seq", type=int)
+    p.add_argument("--part", choices=("both", "payload", "result"), default="both")
+    p.add_argument("--raw", action="store_true", help="the stored bytes, unformatted")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_cat)
+
+    p = sub.add_parser("diff", help="compare two sessions action by action (exit 1 if they differ)")
+    p.add_argument("file")
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--timestamps", action="store_true", help="timestamps must match too")
+    p.add_argument("--limit", type=int, default=20, help="differences to print (default 20)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_diff)
+
+    p = sub.add_parser("replay", help="stream a session's actions in order")
+    p.add_argument("file")
+    p.add_argument("session")
+    p.add_argument("--speed", type=float, default=0.0,
+                   help="pace by the recorded timestamps at this speed (1 = real time; 0 = no pacing)")
+    p.add_argument("--max-wait", type=float, default=5.0, metavar="SECONDS",
+                   help="longest pause between two actions when pacing (default 5)")
+    p.add_argument("--jsonl", action="store_true")
+    p.set_defaults(run=cmd_replay)
+
+    p = sub.add_parser("search", help="actions whose payload matches (exit 1 if none)")
+    p.add_argument("file")
+    p.add_argument("pattern")
+    p.add_argument("-E", "--regex", action="store_true", help="PATTERN is a regular expression")
+    p.add_argument("-i", "--ignore-case", action="store_true")
+    p.add_argument("--kind", action="append", help="only actions of this kind (repeatable)")
+    p.add_argument("--session", action="append", help="only this session (repeatable)")
+    p.add_argument("--results", action="store_true", help="search results too")
+    p.add_argument("--limit", type=int, default=None, help="stop after this many matches")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_search)
+
+
+# --- info and ls ---------------------------------------------------------------
+
+
+def print_info(out: Out, fi: FileInfo) -> None:
+    """The human form of ``memseg info``."""
+    states = fi.sessions_by_state
+    total = sum(states.values())
+    by_state = ", ".join(f"{n} {out.state(s)}" for s, n in states.items())
+    if fi.tail_bytes:
+        tail = out.style(f"{size(fi.tail_bytes)} after the last commit (uncommitted or torn; "
+                         "`memseg salvage` recovers its intact actions)", "yellow")
+    else:
+        tail = "none"
+    pairs: list[tuple[str, object]] = [
+        ("file", fi.path),
+        ("size", f"{size(fi.size)} ({fi.size} bytes)"),
+        ("format", f"memseg {fi.version}"),
+        ("file id", fi.file_id),
+        ("created", when(fi.created_ns) if fi.created_ns else "-"),
+        ("commit", f"#{fi.commit_seq} at {when(fi.commit_time_ns)} ({fi.committed_bytes} bytes)"
+         if fi.commit_seq is not None else out.style("none", "yellow")),
+        ("sessions", f"{total}: {by_state}"),
+        ("actions", f"{fi.actions} ({fi.checkpoints} checkpoints)"),
+        ("bytes", f"live {size(fi.bytes_live)}, archived {size(fi.bytes_archived)}, "
+                  f"dead {size(fi.bytes_dead)}"),
+        ("torn tail", tail),
+    ]
+    if fi.header_error:
+        pairs.append(("header", out.style(f"damaged: {fi.header_error}", "red")))
+    for offset, why in fi.damaged_commits:
+        pairs.append(("damaged", out.style(f"commit at {offset}: {why}", "red")))
+    out.fields(pairs)
+
+
+def cmd_info(args: argparse.Namespace, out: Out) -> int:
+    fi = info(args.file)
+    if args.json:
+        out.json(fi)
+    else:
+        print_info(out, fi)
+    return EXIT_PROBLEMS if fi.header_error or fi.damaged_commits else EXIT_OK
+
+
+def _info_json(s: SessionInfo) -> dict[str, Any]:
+    return {"id": s.id, "name": s.name, "state": s.state.value, "status": s.status,
+            "meta": s.meta, "created_ns": s.created_ns, "ended_ns": s.ended_ns,
+            "last_activity_ns": s.last_activity_ns, "action_count": s.action_count,
+            "checkpoint_count": s.checkpoint_count, "stored_bytes": s.stored_bytes}
+
+
+def print_sessions(out: Out, infos: list[SessionInfo]) -> None:
+    """The sessions table of ``ls`` (also printed by ``demo``)."""
+    rows = []
+    for s in infos:
+        rows.append([short_id(s.id), s.name or "-", out.state(s.state.value), s.action_count,
+                     s.checkpoint_count, when(s.created_ns),
+                     duration(s.last_activity_ns - s.created_ns), size(s.stored_bytes),
+                     s.status or ""])
+    out.table(["ID", "NAME", "STATE", "ACTIONS", "CKPTS", "CREATED", "SPAN", "SIZE", "STATUS"],
+              rows, right=(3, 4, 6, 7))
+
+
+def cmd_ls(args: argparse.Namespace, out: Out) -> int:
+    with open_reader(args.file) as store:
+        infos = store.sessions()
+    if args.state:
+        infos = [s for s in infos if s.state.value in args.state]
+    if args.name is not None:
+        try:
+            rx = re.compile(args.name if args.regex else re.escape(args.name))
+        except re.error as exc:
+            raise UsageError(f"bad --name pattern: {exc}") from None
+        infos = [s for s in infos if s.name is not None and rx.search(s.name)]
+    if args.json:
+        out.json([_info_json(s) for s in infos])
+    elif infos:
+        print_sessions(out, infos)
+    else:
+        out.line("no sessions")
+    return EXIT_OK
+
+
+# --- show and cat --------------------------------------------------------------
+
+
+def action_json(a: Action) -> dict[str, Any]:
+    """An action as JSON: payload and result decoded (bytes as base64)."""
+    return {"seq": a.seq, "ts_ns": a.ts_ns, "kind": a.kind,
+            "payload_type": type_name(a.payload_type), "payload": value_json(a.payload_type, a.payload),
+            "result_type": type_name(a.result_type) if a.result is not None else None,
+            "result": value_json(a.result_type, a.result)}
+
+
+def _checkpoint_json(c: Checkpoint) -> dict[str, Any]:
+    return {"id": c.id, "at_seq": c.at_seq, "ts_ns": c.ts_ns, "type": type_name(c.snapshot_type),
+            "snapshot": value_json(c.snapshot_type, c.snapshot)}
+
+
+def cmd_show(args: argparse.Namespace, out: Out) -> int:
+    with open_reader(args.file) as store:
+        session = store.session(resolve_session(store, args.session))
+        s = session.info
+        actions = session.actions
+        stop = len(actions) if args.seq_to is None else min(len(actions), args.seq_to + 1)
+        start = max(0, args.seq_from)
+        kinds = set(args.kind) if args.kind else None
+        window = actions[start:stop] if start < stop else []
+        picked = (a for a in window if kinds is None or a.kind in kinds)
+        checkpoints = session.checkpoints
+        if args.jsonl:
+            for a in picked:
+                out.jsonl(action_json(a))
+            return EXIT_OK
+        if args.json:
+            out.json({"session": _info_json(s), "checkpoints": [_checkpoint_json(c) for c in checkpoints],
+                      "actions": [action_json(a) for a in picked]})
+            return EXIT_OK
+        out.fields([
+            ("session", f"{s.id}  {out.style(s.name or '-', 'bold')}"),
+            ("state", out.state(s.state.value) + (f"  ({s.status})" if s.status else "")),
+            ("created", when(s.created_ns)),
+            ("ended", when(s.ended_ns)),
+            ("last activity", when(s.last_activity_ns)),
+            ("actions", f"{s.action_count}  " + ", ".join(
+                f"{k} {n}" for k, n in sorted(actions.kind_counts().items(), key=lambda kv: -kv[1]))),
+            ("stored", size(s.stored_bytes)),
+            ("meta", " ".join(f"{k}={v}" for k, v in s.meta.items()) or "-"),
+        ])
+        if checkpoints:
+            out.line()
+            out.line(out.style("checkpoints", "bold"))
+            out.table(["ID", "AT SEQ", "TIME", "SNAPSHOT"], [
+                [c.id, c.at_seq, when(c.ts_ns), preview(c.snapshot_type, c.snapshot, width() - 40)]
+                for c in checkpoints], right=(0, 1))
+        out.line()
+        t0 = int(actions.ts_ns[0]) if len(actions) else 0
+        _print_actions(out, list(picked), t0, args.payload)
+    return EXIT_OK
+
+
+def _print_actions(out: Out, actions: list[Action], t0: int, full: bool) -> None:
+    rows = []
+    room = max(20, width() - 60)
+    for a in actions:
+        text = "" if full else preview(a.payload_type, a.payload, room)
+        rows.append([a.seq, "+" + duration(max(0, a.ts_ns - t0)), a.kind, len(a.payload),
+                     "-" if a.result is None else len(a.result), text])
+    if not full:
+        out.table(["SEQ", "AT", "KIND", "PAYLOAD", "RESULT", "PREVIEW"], rows, right=(0, 1, 3, 4))
+        return
+    for a, row in zip(actions, rows, strict=True):
+        out.line(out.style(f"#{row[0]}  {row[1]}  {row[2]}", "bold"))
+        out.line(pretty(a.payload_type, a.payload))
+        if a.result is not None:
+            out.line(out.style("-> result", "dim"))
+            out.line(pretty(a.result_type, a.result))
+        out.line()
+
+
+def cmd_cat(args: argparse.Namespace, out: Out) -> int:
+    with open_reader(args.file) as store:
+        session = store.session(resolve_session(store, args.session))
+        n = len(session.actions)
+        if not 0 <= args.seq < n:
+            raise UsageError(f"session {session.info.id} has no action {args.seq} ({n} actions)")
+        a = session.actions[args.seq]
+    if args.json:
+        out.json(action_json(a))
+        return EXIT_OK
+    parts = []
+    if args.part in ("both", "payload"):
+        parts.append(("payload", a.payload_type, a.payload))
+    if args.part in ("both", "result") and a.result is not None:
+        parts.append(("result", a.result_type, a.result))
+    if args.raw:
+        out.stdout.flush()
+        binary = getattr(out.stdout, "buffer", None)
+        for _, _, data in parts[:1] if args.part == "both" else parts:
+            if binary is not None:
+                binary.write(data)
+                binary.flush()
+            else:
+                out.stdout.write(data.decode("utf-8", "replace"))
+        return EXIT_OK
+    for i, (name, vtype, data) in enumerate(parts):
+        if args.part == "both":
+            out.line(out.style(f"--- {name} ({type_name(vtype)}, {len(data)} bytes)", "dim"))
+        out.line(pretty(vtype, data))
+        if i + 1 < len(parts):
+            out.line()
+    return EXIT_OK
+
+
+# --- diff, replay, search --------------------------------------------------------
+
+
+def cmd_diff(args: argparse.Namespace, out: Out) -> int:
+    with open_reader(args.file) as store:
+        a = store.session(resolve_session(store, args.a))
+        b = store.session(resolve_session(store, args.b))
+        report = diff_sessions(a, b, limit=args.limit if args.limit >= 0 else None,
+                               timestamps=args.timestamps)
+    if args.json:
+        out.json({"a": _info_json(report.a), "b": _info_json(report.b), "same": report.same,
+                  "compared": report.compared, "differing": report.differing,
+                  "checkpoints_differ": report.checkpoints_differ,
+                  "differences": [{"seq": d.seq, "parts": list(d.parts),
+                                   "a": action_json(d.a) if d.a else None,
+                                   "b": action_json(d.b) if d.b else None}
+                                  for d in report.differences]})
+        return EXIT_OK if report.same else EXIT_PROBLEMS
+    for tag, s in (("a", report.a), ("b", report.b)):
+        out.line(f"{tag}: {s.id}  {s.name or '-'}  ({s.action_count} actions)")
+    room = max(20, width() - 30)
+    for d in report.differences:
+        verb = "differs" if len(d.parts) == 1 else "differ"
+        out.line(out.style(f"seq {d.seq}: {', '.join(d.parts)} {verb}", "yellow"))
+        for tag, act in (("a", d.a), ("b", d.b)):
+            if act is None:
+                out.line(f"  {tag}: (no action)")
+            else:
+                out.line(f"  {tag}: {act.kind}  {preview(act.payload_type, act.payload, room)}")
+                if "result" in d.parts:
+                    out.line(f"     -> {preview(act.result_type, act.result, room)}")
+    if report.differing > len(report.differences):
+        out.line(f"... {report.differing - len(report.differences)} more")
+    if report.checkpoints_differ:
+        out.line(out.style("checkpoints differ", "yellow"))
+    if report.same:
+        out.line(out.style(f"same: {report.compared} actions compared", "green"))
+        return EXIT_OK
+    out.line(f"{report.differing} of {report.compared} actions differ")
+    return EXIT_PROBLEMS
+
+
+def cmd_replay(args: argparse.Namespace, out: Out) -> int:
+    if args.speed < 0:
+        raise UsageError("--speed must be >= 0")
+    with open_reader(args.file) as store:
+        session = store.session(resolve_session(store, args.session))
+        actions = session.actions
+        t0 = int(actions.ts_ns[0]) if len(actions) else 0
+        prev: int | None = None
+        room = max(20, width() - 40)
+        for a in actions:
+            if args.speed > 0 and prev is not None:
+                wait = max(0.0, (a.ts_ns - prev) / 1e9 / args.speed)
+                time.sleep(min(wait, args.max_wait))
+            prev = a.ts_ns
+            if args.jsonl:
+                out.jsonl(action_json(a))
+            else:
+                out.line(f"{'+' + duration(max(0, a.ts_ns - t0)):>8}  #{a.seq:<5} "
+                         f"{out.style(a.kind, 'cyan')}  {preview(a.payload_type, a.payload, room)}")
+                if a.result is not None:
+                    out.line(f"{'':>8}  {'':6} -> {preview(a.result_type, a.result, room)}")
+            if args.speed > 0:
+                out.stdout.flush()
+    return EXIT_OK
+
+
+def cmd_search(args: argparse.Namespace, out: Out) -> int:
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be >= 1")
+    try:
+        re.compile(args.pattern.encode() if args.regex else b"")
+    except re.error as exc:
+        raise UsageError(f"bad pattern: {exc}") from None
+    bar = out.progress("searching")
+    hits = []
+    with open_reader(args.file) as store:
+        sessions = [str(resolve_session(store, k)) for k in args.session] if args.session else None
+        for hit in search(store, args.pattern, regex=args.regex,
+                          ignore_case=args.ignore_case, kinds=args.kind, sessions=sessions,
+                          results=args.results, progress=bar):
+            hits.append(hit)
+            if not args.json:
+                _print_hit(out, hit)
+            if args.limit is not None and len(hits) >= args.limit:
+                break
+    out.end_progress(bar)
+    if args.json:
+        out.json({"count": len(hits), "hits": [
+            {"session_id": h.session_id, "session_name": h.session_name, "seq": h.seq,
+             "kind": h.kind, "ts_ns": h.ts_ns, "part": h.part, "start": h.start, "end": h.end,
+             "context": h.context.decode("utf-8", "replace")} for h in hits]})
+    elif not hits:
+        out.stderr.write("no match\n")
+    return EXIT_OK if hits else EXIT_PROBLEMS
+
+
+def _print_hit(out: Out, hit: Any) -> None:
+    ctx: bytes = hit.context
+    a, b = hit.context_start, hit.context_start + (hit.end - hit.start)
+    text = (ctx[:a].decode("utf-8", "replace") + out.style(ctx[a:b].decode("utf-8", "replace"), "red", "bold")
+            + ctx[b:].decode("utf-8", "replace"))
+    text = " ".join(text.split())
+    where = "" if hit.part == "payload" else " (result)"
+    out.line(f"{out.style(short_id(hit.session_id), 'magenta')} {hit.session_name or '-'} "
+             f"#{hit.seq} {out.style(hit.kind, 'cyan')}{where}: {text}")
+

@@ -120,10 +120,10 @@ class Workload:
     def close(self) -> None:
         assert self.store is not None
         with self.call():
-            # close() flushes open recorders one commit each, in start order.
+            # close() flushes every open recorder in one commit.
             for sid in self.recorders:
                 self.model.stage(sid)
-                self.model.commit()
+            self.model.commit()
             self.store.close()
         self.recorders.clear()
         self.store = None
@@ -229,3 +229,32 @@ def record_figures(section: str, figures: dict[str, Any]) -> None:
     data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     data[section] = figures
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _archived(state: State, sid: uuid.UUID) -> State:
+    return {**state, sid: replace(state[sid], state="archived")}
+
+
+def _without_archived(state: State) -> State:
+    return {k: v for k, v in state.items() if v.state != "archived"}
+
+
+def lifecycle_workload(w: Workload) -> None:
+    """The standard workload, then archive, compact (store and path), and more recording."""
+    standard_workload(w)
+    alpha, anon = uuid.UUID(int=1), uuid.UUID(int=4)
+    w.open()
+    w.extra(lambda store: store.archive(alpha), lambda st: _archived(st, alpha))
+    live = w.start(4, "during-compaction")
+    w.record(live, "before", "compact")
+    w.flush(live)
+    w.extra(lambda store: store.compact(), _without_archived)
+    w.record(live, "after", "compact")
+    w.flush(live)
+    w.extra(lambda store: store.archive(anon), lambda st: _archived(st, anon))
+    w.end(live, "ok")
+    w.close()
+    with w.call():
+        w.model.staged = _without_archived(w.model.staged)
+        w.model.commit()
+        memseg.compact(w.path, fs=w.fs)

@@ -360,7 +360,7 @@ class Store:
             live = LiveSession(
                 entry.session_id, entry.name, entry.meta, entry.created_ns, entry.session_offset,
                 action_count=snap.action_count, checkpoint_count=snap.checkpoint_count,
-                last_activity_ns=snap.last_activity_ns, stored_bytes=snap.stored_bytes,
+                last_activity_ns=snap.last_activity_ns, stored_bytes=entry.stored_bytes,
                 index_offset=snap.index_offset, index_block_count=snap.index_block_count,
                 last_block_offset=snap.last_block_offset,
                 recent=as_tuples[snap.index_block_count :],

@@ -15,6 +15,7 @@ from bench import charts, machine, report, scaling
 from bench.config import FULL, QUICK, Config, with_overrides
 from bench.runner import Runner
 from bench.stores import REGISTRY
+from bench.timing import freeze_workload
 from bench.workload import make_workload, raw_bytes
 
 
@@ -26,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="workload seed (default 1)")
     p.add_argument("--repeat", type=int, help="best of N for reads")
     p.add_argument("--heavy-repeat", type=int, help="best of N for recording and dropping")
+    p.add_argument("--flush-sessions", type=int, help="sessions for the every-100 mode (0: all)")
     p.add_argument("--long-events", type=int, help="events of the long session (default 1e6)")
     p.add_argument("--mem-file-mb", type=int, help="memseg file size for the memory target")
     p.add_argument("--stores", help="comma-separated subset of: " + ", ".join(REGISTRY))
@@ -52,6 +54,7 @@ def config_from(args: argparse.Namespace) -> Config:
         seed=args.seed,
         repeat=args.repeat,
         heavy_repeat=args.heavy_repeat,
+        flush_sessions=args.flush_sessions,
         long_events=args.long_events,
         mem_file_mb=args.mem_file_mb,
         stores=stores,
@@ -62,6 +65,7 @@ def run(cfg: Config, workdir: Path) -> Runner:
     """Every phase, in an order that keeps at most one extra copy of each store on disk."""
     started = time.perf_counter()
     sessions = make_workload(cfg.seed, cfg.sessions, cfg.events)
+    freeze_workload()
     runner = Runner(cfg, sessions, workdir)
     runner.results.params["raw_bytes"] = raw_bytes(sessions)
     runner.log(f"workload: {cfg.total_events:,} events generated")

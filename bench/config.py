@@ -20,6 +20,10 @@ class Config:
     read_budget_s: float = 3.0
     # best-of-N for recording and dropping, which rebuild whole stores each time.
     heavy_repeat: int = 1
+    # sessions recorded with a durable flush every 100 events (0: all). Those
+    # runs make one fsync per 100 events, so they are the slowest per event;
+    # their events/s does not depend on how many sessions are recorded.
+    flush_sessions: int = 50
     # events of the long session whose slices are read, against SHORT_SESSION.
     long_events: int = 1_000_000
     # size of the memseg file whose listing's peak memory is measured.
@@ -31,6 +35,14 @@ class Config:
     def total_events(self) -> int:
         """Events in the main workload."""
         return self.sessions * self.events
+
+    def flush_workload(self) -> int:
+        """Sessions recorded in the durable-every-100 mode."""
+        return min(self.sessions, self.flush_sessions or self.sessions)
+
+    def commits_events(self) -> int:
+        """Events per session of the commits series: a tenth of the data, at least 500."""
+        return min(self.events, max(self.events // 10, 500))
 
     def growth_events(self) -> list[int]:
         """Events per session of the stores whose open time is plotted against size.
@@ -55,6 +67,7 @@ QUICK = Config(
     events=500,
     repeat=3,
     read_budget_s=0.5,
+    flush_sessions=0,
     heavy_repeat=2,
     long_events=20_000,
     mem_file_mb=16,

@@ -50,11 +50,13 @@ def measure(store: str, root: Path) -> PeakRss:
     script = '"$@"; status=$?; exit $status'
     out = subprocess.run(
         ["/bin/sh", "-c", script, "sh", sys.executable, "-m", "bench.peakmem", store, str(root)],
-        check=True,
+        check=False,
         capture_output=True,
         text=True,
         env=env,
     )
+    if out.returncode != 0:
+        raise RuntimeError(f"child exited {out.returncode}: {out.stderr.strip()[-2000:]}")
     data = json.loads(out.stdout)
     return PeakRss(int(data["baseline"]), int(data["peak"]), int(data["sessions"]))
 

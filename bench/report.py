@@ -130,6 +130,7 @@ def render(res: Results, out: Path, charts: list[Path], command: str) -> str:
     events = p["sessions"] * p["events"]
     raw = p.get("raw_bytes", 0)
     size = "quick (CI)" if p["quick"] else "as configured"
+    flushed = min(p["sessions"], p["flush_sessions"] or p["sessions"])
     lines = [
         "# memseg benchmarks",
         "",
@@ -141,6 +142,8 @@ def render(res: Results, out: Path, charts: list[Path], command: str) -> str:
         f"- Workload: {p['sessions']:,} sessions x {p['events']:,} events = {events:,} events, "
         f"{raw / MB:,.1f} MB of payload and result JSON "
         f"({raw / max(events, 1):,.0f} bytes per event on average), seed {p['seed']}.",
+        f"- Durable flush every 100 events: the first {flushed:,} sessions "
+        "(events/s does not depend on the count).",
         f"- Long session for the slice target: {p['long_events']:,} events; "
         f"file for the memory target: {p['mem_file_mb']:,} MB.",
         f"- Repeats: best of {p['repeat']} for reads (budget {p['read_budget_s']} s each), "

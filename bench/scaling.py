@@ -81,7 +81,7 @@ def commits_phase(run: Runner) -> None:
     """memseg's open-and-list time for the same data committed ever more often."""
     if SUBJECT in run.broken:
         return
-    events = run.cfg.growth_events()[0]
+    events = run.cfg.commits_events()
     sessions = truncated(run.sessions, events)
     points: list[tuple[float, float]] = []
     try:

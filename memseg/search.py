@@ -54,11 +54,25 @@ def compile_pattern(pattern: str, *, regex: bool = False, ignore_case: bool = Fa
     return re.compile(raw if regex else re.escape(raw), re.IGNORECASE if ignore_case else 0)
 
 
+# Patterns whose meaning depends on what lies around the match (anchors, word
+# boundaries, lookbehind, flags): the blob-wide search would see a neighbour's
+# bytes, so these are matched against each action's bytes on their own.
+_CONTEXTUAL = re.compile(rb"\^|\$|\\[AZbB]|\(\?<|\(\?[a-zA-Z]")
+
+
 def _matches(rx: re.Pattern[bytes], blob: bytes, starts: list[int], ends: list[int],
              allowed: npt.NDArray[np.bool_] | None, codes: list[int]
-             ) -> Iterator[tuple[int, re.Match[bytes]]]:
-    """(action index, first match) for each action of the region whose bytes match."""
+             ) -> Iterator[tuple[int, int, int]]:
+    """(action index, match start, match end) of the first match in each matching action."""
     if not ends:
+        return
+    if _CONTEXTUAL.search(rx.pattern):
+        mv = memoryview(blob)
+        for i, (lo, hi) in enumerate(zip(starts, ends, strict=True)):
+            if allowed is None or allowed[codes[i]]:
+                m = rx.search(mv[lo:hi])
+                if m is not None:
+                    yield i, lo + m.start(), lo + m.end()
         return
     # pos is always the start of an action, so the leftmost match found from it
     # is the first match of the action holding its start.
@@ -76,7 +90,7 @@ def _matches(rx: re.Pattern[bytes], blob: bytes, starts: list[int], ends: list[i
             # The match runs on into the next action: look again inside this one alone.
             m = rx.search(blob, m.start(), hi)
         if m is not None and (allowed is None or allowed[codes[i]]):
-            yield i, m
+            yield i, m.start(), m.end()
         pos = hi if hi > pos else pos + 1
 
 
@@ -102,32 +116,31 @@ def search_session(session: Session, rx: re.Pattern[bytes], *, kinds: Iterable[s
             continue  # no action of a wanted kind: skip without decompressing
         blob = block.blob()
         hits = _block_hits(block, blob, rx, allowed, codes_arr.tolist(), results)
-        for part, i, m, lo, hi in sorted(hits, key=lambda h: (h[1], h[0] == "result")):
-            c0, c1 = max(lo, m.start() - _CONTEXT), min(hi, m.end() + _CONTEXT)
+        for part, i, m0, m1, lo, hi in sorted(hits, key=lambda h: (h[1], h[0] == "result")):
+            c0, c1 = max(lo, m0 - _CONTEXT), min(hi, m1 + _CONTEXT)
             code = int(block.kinds[i])
             yield SearchHit(info.id, info.name, block.first_seq + i,
                             names[code] if code < len(names) else f"unknown-kind-{code}",
-                            int(block.ts[i]), part, m.start() - lo, m.end() - lo,
-                            blob[c0:c1], m.start() - c0)
+                            int(block.ts[i]), part, m0 - lo, m1 - lo, blob[c0:c1], m0 - c0)
 
 
 def _block_hits(block: BlockView, blob: bytes, rx: re.Pattern[bytes], allowed: npt.NDArray[np.bool_] | None,
-                codes: list[int], results: bool) -> list[tuple[str, int, re.Match[bytes], int, int]]:
+                codes: list[int], results: bool) -> list[tuple[str, int, int, int, int, int]]:
     n = block.count
     # End offsets of the payloads then of the results within the blob (BLOCK layout).
     ends: list[int] = block._ends.tolist()
-    out: list[tuple[str, int, re.Match[bytes], int, int]] = []
+    out: list[tuple[str, int, int, int, int, int]] = []
     p_ends = ends[:n]
     p_starts = [0, *p_ends[:-1]]
-    for i, m in _matches(rx, blob, p_starts, p_ends, allowed, codes):
-        out.append(("payload", i, m, p_starts[i], p_ends[i]))
+    for i, a, b in _matches(rx, blob, p_starts, p_ends, allowed, codes):
+        out.append(("payload", i, a, b, p_starts[i], p_ends[i]))
     if results:
         r_ends = ends[n:]
         r_starts = [p_ends[-1], *r_ends[:-1]]
         flags = block.flags.tolist()
-        for i, m in _matches(rx, blob, r_starts, r_ends, allowed, codes):
+        for i, a, b in _matches(rx, blob, r_starts, r_ends, allowed, codes):
             if (flags[i] >> RESULT_SHIFT) & VALUE_MASK != ValueType.NONE:
-                out.append(("result", i, m, r_starts[i], r_ends[i]))
+                out.append(("result", i, a, b, r_starts[i], r_ends[i]))
     return out
 
 

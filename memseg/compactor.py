@@ -33,8 +33,10 @@ if TYPE_CHECKING:
     from memseg.store import PathLike, Store
 
 Progress = Callable[[int, int], None]
-# Records are buffered and written in pieces of about this size.
+# Small records are buffered and written in pieces of about this size; records
+# of _DIRECT bytes or more are written as they are (joining would copy them again).
 _CHUNK = 4 << 20
+_DIRECT = 64 << 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,11 @@ class _FileSink:
 
     def append(self, record: bytes) -> int:
         offset = self.end
+        if len(record) >= _DIRECT:
+            self.flush()
+            self._fh.write(offset, record)
+            self.end += len(record)
+            return offset
         self._parts.append(record)
         self.end += len(record)
         self._pending += len(record)

@@ -18,8 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from memseg.blockmerge import merge_blocks
-from memseg.blocks import BlockView
+from memseg.blockmerge import columns_length, merge_records
 from memseg.codec import crc32c
 from memseg.errors import CorruptError
 from memseg.format import (
@@ -70,13 +69,10 @@ class SourceBlock:
     """One block of the session being copied."""
 
     head: RecordHeader
+    size: int  # bytes of the record in the source
     actions: int
     checkpoints: int
     raw: int  # decompressed payload and checkpoint bytes: what bounds a merged block
-
-    @property
-    def size(self) -> int:
-        return self.head.end - self.head.offset
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +145,7 @@ def plan_session(view: View, entry: TocEntry, *, merge: bool) -> SessionPlan:
             raise CorruptError("block_mismatch", "block does not match its reference",
                                offset=offset)
         seq += n
-        blocks.append(SourceBlock(head, n, c, blob_raw + ck_raw))
+        blocks.append(SourceBlock(head, head.end - offset, n, c, blob_raw + ck_raw))
     frozen = tuple(blocks)
     groups = group_blocks(frozen) if merge else tuple((i, i + 1) for i in range(len(frozen)))
     return SessionPlan(entry, snap, session, frozen, groups)
@@ -162,7 +158,8 @@ def _reframe(buf: bytes | memoryview, head: RecordHeader, src_tag: int, tag: int
     if src_tag == tag:
         # Same file tag: frame() would rebuild these very bytes, so copy them.
         end = head.payload_offset + head.stored_len
-        return bytes(buf[head.offset : end]) + bytes(padded(head.stored_len) - head.stored_len)
+        pad = bytes(padded(head.stored_len) - head.stored_len)
+        return b"".join([memoryview(buf)[head.offset : end], pad])
     return frame(tag, head.kind, head.codec, bytes(stored), head.raw_len)
 
 
@@ -179,10 +176,7 @@ def relink_payload(stored: bytes | memoryview, prev_block: int, offset: int) -> 
     ``offset`` locates the block for that error.
     """
     fields = BLOCK_HEADER.unpack_from(stored)
-    n = fields[3]
-    # Column layout of SPEC.md "BLOCK": ts, kind codes, flags, end offsets.
-    col_len = 8 * n + padded(2 * n) + padded(n) + padded(8 * n)
-    columns = stored[BLOCK_HEADER.size : BLOCK_HEADER.size + col_len]
+    columns = stored[BLOCK_HEADER.size : BLOCK_HEADER.size + columns_length(fields[3])]
     if crc32c(columns, crc32c(stored[:BLOCK_COLUMNS_CRC_SPAN])) != fields[-1]:
         raise CorruptError("columns_crc", "block columns checksum", offset=offset)
     new_head = BLOCK_HEADER.pack(*fields[:2], prev_block, *fields[3:])[:BLOCK_COLUMNS_CRC_SPAN]
@@ -224,7 +218,7 @@ def copy_session(view: View, plan: SessionPlan, sink: Sink, tag: int, *,
             record = _relink_block(buf, group[0].head, src_tag, tag, prev)
             copied += size
         else:
-            payload = merge_blocks([BlockView(buf, b.head) for b in group], prev)
+            payload = merge_records(buf, [b.head for b in group], prev)
             record = frame(tag, Kind.BLOCK, Codec.NONE, payload, len(payload))
             merged += size
         prev = put(record)

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 import memseg
-from memseg.blockmerge import merge_blocks
+from memseg.blockmerge import merge_records
 from memseg.blocks import PendingCheckpoint, encode_block
 from memseg.format import COMPACT_SUFFIX, RESULT_SHIFT
+from memseg.framing import parse_header
 from memseg.view import View
 from tests.retention_support import (
     FaultMode,
@@ -101,9 +102,11 @@ def test_merged_block_equals_one_flush_of_the_same_actions(store_path: Path) -> 
     with memseg.open(store_path) as store:
         session = store.session("s")
         actions = session.actions
-        views = [actions.block(i) for i in range(len(actions.refs))]
-        assert len(views) > 10
-        merged = merge_blocks(views, 8)
+        view = store._current()
+        heads = [parse_header(view.buf, int(r["offset"]), view.limit, view.header.tag)
+                 for r in actions.refs]
+        assert len(heads) > 10
+        merged = merge_records(view.buf, heads, 8)
         kinds = actions.kind_codes.tolist()
         flags = [a.payload_type | a.result_type << RESULT_SHIFT for a in actions]
         ckpts = [PendingCheckpoint(c.id, c.at_seq, c.ts_ns, memseg.format.ValueType(c.snapshot_type),

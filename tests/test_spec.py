@@ -571,3 +571,116 @@ def test_a_reader_built_from_the_spec_reads_the_example(spec: str) -> None:
     assert (ts, kinds[code]) == (1_700_000_000_000_000_000, "tool")
     assert (payload_type, result_type) == (2, 1)  # JSON payload, STR result
     assert (blob[: ends[0]], blob[ends[n - 1] : ends[2 * n - 1]]) == (b'{"x":1}', b"ok")
+
+
+# --- the order of checks --------------------------------------------------------
+
+
+def _ordered_reasons(spec: str, heading: str) -> list[str]:
+    """The first reason code of each numbered step under a SPEC.md heading."""
+    lines = spec.splitlines()
+    start = lines.index(heading)
+    steps: list[str] = []
+    for line in lines[start + 1 :]:
+        if line.startswith("#"):
+            break
+        m = re.match(r"^\d+\. .*?\(`([a-z_]+)`", line)
+        if m:
+            steps.append(m.group(1))
+        elif re.match(r"^\d+\. ", line):
+            raise AssertionError(f"step without a reason code on its first line: {line!r}")
+    return steps
+
+
+def _with_crc(head: bytearray, span: int) -> bytearray:
+    head[span : span + 4] = crc32c(bytes(head[:span])).to_bytes(4, "little")
+    return head
+
+
+_FILE_HEADER_BREAKS = {
+    # Each breaks exactly one rule of the file header (offsets from SPEC.md's FILE_HEADER table).
+    "bad_magic": lambda h: h.__setitem__(0, 0x4E),
+    "short_header": lambda h: h.__delitem__(slice(40, None)),
+    "major_version": lambda h: h.__setitem__(slice(8, 10), b"\x02\x00"),
+    "header_crc": lambda h: h.__setitem__(60, h[60] ^ 0xFF),
+    "reserved": lambda h: h.__setitem__(12, 1),
+}
+
+
+def test_file_header_checks_run_in_spec_order(spec: str, tmp_path: Path) -> None:
+    """Breaking step i and every later step reports step i: the order SPEC.md gives is the code's."""
+    order = _ordered_reasons(spec, "### Validating the file header")
+    assert sorted(order) == sorted(_FILE_HEADER_BREAKS)
+    path = tmp_path / "h.mseg"
+    memseg.open(path, "a").close()
+    good = path.read_bytes()
+    for i, reason in enumerate(order):
+        head = bytearray(good)
+        # Later rules first, CRC fixed up, so each break is the only thing wrong with its field.
+        for later in reversed(order[i:]):
+            if later not in ("header_crc", "short_header"):
+                _FILE_HEADER_BREAKS[later](head)
+                _with_crc(head, fmt.FILE_HEADER_CRC_SPAN)
+        for later in ("header_crc", "short_header"):
+            if later in order[i:]:
+                _FILE_HEADER_BREAKS[later](head)
+        with pytest.raises(errors.MemsegError) as info:
+            parse_file_header(bytes(head))
+        assert info.value.reason == reason, f"breaking steps {order[i:]}"
+
+
+def _record_breaks() -> dict[str, tuple[str, int]]:
+    """How to break each step of "Reading a record": (field or action, value)."""
+    return {
+        "misaligned": ("offset", 4),
+        "record_bounds#1": ("limit", 16),  # the header does not fit
+        "record_tag": ("file_tag", 1),
+        "header_crc": ("crc", 0),
+        "record_kind": ("kind", 9),
+        "bad_codec": ("codec", 7),
+        "reserved": ("flags", 1),
+        "record_length": ("stored_len", fmt.MAX_PAYLOAD + 8),
+        "record_bounds#2": ("limit", 32 + 16),  # the padded payload does not fit
+        "wrong_kind": ("expect", int(fmt.Kind.TOC)),
+        "payload_crc": ("payload", 0),
+        "length_mismatch": ("raw_len", 1),
+    }
+
+
+def test_record_checks_run_in_spec_order(spec: str) -> None:
+    """Each step of SPEC.md's "Reading a record" wins over every later one, as listed."""
+    from memseg.framing import frame, read_record
+
+    order = _ordered_reasons(spec, "### Reading a record")
+    # record_bounds is checked twice (header, then padded payload): number the occurrences.
+    steps = [r if r != "record_bounds" else f"{r}#{order[: n + 1].count(r)}"
+             for n, r in enumerate(order)]
+    breaks = _record_breaks()
+    assert set(breaks) == set(steps), steps
+    tag = 0x1122334455667788
+    payload = bytes(range(40))
+    good = bytes(64) + frame(tag, fmt.Kind.SESSION, fmt.Codec.NONE, payload, len(payload))
+    names = ["file_tag", "kind", "codec", "flags", "stored_len", "raw_len"]
+    for i, step in enumerate(steps):
+        buf = bytearray(good)
+        fields = list(fmt.RECORD_HEADER.unpack(bytes(buf[64:96])))
+        offset, limit, expect = 64, len(buf), fmt.Kind.SESSION
+        for later in steps[i:]:
+            what, value = breaks[later]
+            if what in names:
+                fields[names.index(what)] = value if what != "file_tag" else tag ^ value
+            elif what == "offset":
+                offset += value
+            elif what == "limit":
+                limit = min(limit, 64 + value)
+            elif what == "expect":
+                expect = fmt.Kind(value)
+            elif what == "payload":
+                buf[96] ^= 0xFF
+        head = _with_crc(bytearray(fmt.RECORD_HEADER.pack(*fields)), fmt.RECORD_HEADER_CRC_SPAN)
+        if "header_crc" in steps[i:]:
+            head[28] ^= 0xFF
+        buf[64:96] = head
+        with pytest.raises(errors.CorruptError) as info:
+            read_record(bytes(buf), offset, limit, tag, expect)
+        assert info.value.reason == step.partition("#")[0], f"breaking steps {steps[i:]}"

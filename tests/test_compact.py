@@ -459,3 +459,26 @@ def test_compacting_while_threads_record(store_path: Path) -> None:
             t, r = (int(x) for x in (info.name or "")[1:].split("r"))
             values = [a.value() for a in store.session(info.id).actions]
             assert values == [{"t": t, "r": r, "i": i} for i in range(per_round)]
+
+
+@pytest.mark.parametrize("which", [0, -1], ids=["merged-run", "copied-block"])
+def test_damaged_live_block_stops_compaction_and_changes_nothing(store_path: Path,
+                                                                 which: int) -> None:
+    with memseg.open(store_path, "a", sync="none") as store:
+        record_session(store, "gone", actions=10)
+        record_session(store, "small", actions=30, flush_every=2)
+        with store.start_session(name="big") as rec:
+            for i in range(20):
+                rec.record("blob", random.Random(i).randbytes(64 * 1024), ts_ns=i)
+        store.archive("gone")
+    with memseg.open(store_path) as store:
+        ref = store.session("small" if which == 0 else "big").actions.refs[which]
+        target = int(ref["offset"]) + 32 + 80  # inside the block's payload, past its header
+    data = bytearray(store_path.read_bytes())
+    data[target] ^= 0x40
+    store_path.write_bytes(bytes(data))
+    with pytest.raises(memseg.CorruptError) as err:
+        memseg.compact(store_path)
+    assert err.value.reason in {"payload_crc", "columns_crc", "blob_crc"}
+    assert store_path.read_bytes() == bytes(data)
+    assert not Path(str(store_path) + COMPACT_SUFFIX).exists()

@@ -1,0 +1,411 @@
+"""The memseg command line: every subcommand, human and --json output, exit codes,
+and the promise that reading commands leave the file exactly as it was."""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import memseg
+from memseg.cli import main
+from memseg.demo import record_demo
+from memseg.format import FILE_HEADER
+from tests.forensic_support import build_store, file_state, stored_actions
+from tests.helpers import ModelSession
+
+Sample = tuple[Path, dict[uuid.UUID, ModelSession]]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("demo") / "demo.mseg"
+    record_demo(path)
+    path.chmod(0o444)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> Sample:
+    path = tmp_path_factory.mktemp("sample") / "sample.mseg"
+    model = build_store(path, seed=3, sessions=3, actions=40)
+    path.chmod(0o444)
+    return path, model
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, Any]:
+    code, out, _ = run(capsys, *argv, "--json")
+    return code, json.loads(out)
+
+
+def subproc(*argv: object, check_code: int | None = None) -> subprocess.CompletedProcess[bytes]:
+    done = subprocess.run([sys.executable, "-m", "memseg", *map(str, argv)], capture_output=True,
+                          timeout=120, check=False)
+    if check_code is not None:
+        assert done.returncode == check_code, done.stderr.decode()
+    return done
+
+
+# --- through the real entry point ----------------------------------------------------
+
+
+def test_demo_through_python_dash_m(tmp_path: Path) -> None:
+    path = tmp_path / "demo.mseg"
+    done = subproc("demo", path, check_code=0)
+    text = done.stdout.decode()
+    assert "fix-short-header" in text and "profile-importer" in text
+    with memseg.open(path) as store:
+        states = sorted(s.state.value for s in store.sessions())
+        assert states == ["active", "ended", "ended"]
+        kinds = store.session("fix-short-header").actions.kind_counts()
+        assert {"user_message", "thinking", "tool_call", "token_usage"} <= set(kinds)
+        assert store.session("fix-short-header").checkpoints
+    verified = json.loads(subproc("verify", path, "--json", check_code=0).stdout)
+    assert verified["ok"] is True and verified["problems"] == []
+
+
+def test_console_script_is_installed(demo: Path) -> None:
+    exe = shutil.which("memseg")
+    if exe is None:
+        pytest.skip("the memseg console script is not on PATH")
+    done = subprocess.run([exe, "info", str(demo), "--json"], capture_output=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["sessions_by_state"]["active"] == 1
+
+
+def test_cat_raw_writes_the_stored_bytes(demo: Path) -> None:
+    with memseg.open(demo) as store:
+        session = store.session("profile-importer")
+        blob = next(a for a in session.actions if isinstance(a.result_value(), bytes))
+        seq, want = blob.seq, blob.result
+    done = subproc("cat", demo, "profile-importer", seq, "--raw", "--part", "result", check_code=0)
+    assert done.stdout == want
+
+
+def test_damage_and_bad_input_exit_codes_through_a_process(demo: Path, tmp_path: Path) -> None:
+    raw = bytearray(demo.read_bytes())
+    raw[len(raw) // 2] ^= 0x40
+    damaged = tmp_path / "damaged.mseg"
+    damaged.write_bytes(bytes(raw))
+    done = subproc("verify", damaged, check_code=1)
+    first = done.stdout.decode().splitlines()[0].split()
+    assert int(first[0]) >= FILE_HEADER.size and first[1]
+    text = tmp_path / "text.txt"
+    text.write_text("not a memseg file\n")
+    assert b"bad_magic" in subproc("info", text, check_code=2).stderr
+    assert subproc("ls", tmp_path / "missing.mseg", check_code=2).stderr
+    assert subproc("frobnicate", check_code=2).stderr
+
+
+def test_salvage_through_a_process(sample: Sample, tmp_path: Path) -> None:
+    path, _ = sample
+    cut = tmp_path / "cut.mseg"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size * 2 // 3])
+    done = subproc("salvage", cut, tmp_path / "out.mseg", "--json")
+    assert done.returncode in (0, 1), done.stderr
+    report = json.loads(done.stdout)
+    assert report["actions"] == sum(len(v) for v in stored_actions(tmp_path / "out.mseg").values())
+    assert subproc("salvage", cut, tmp_path / "out.mseg", check_code=2).stderr
+
+
+# --- info, ls, show, cat ------------------------------------------------------------------
+
+
+def test_info(capsys: pytest.CaptureFixture[str], sample: Sample) -> None:
+    path, model = sample
+    code, out, _ = run(capsys, "info", path)
+    assert code == 0 and "torn tail  none" in out
+    code, data = run_json(capsys, "info", path)
+    assert code == 0
+    assert data["sessions_by_state"] == {"active": 1, "ended": 2, "archived": 0}
+    assert data["actions"] == sum(len(m.actions) for m in model.values())
+    assert data["size"] == path.stat().st_size and data["tail_bytes"] == 0
+    assert data["bytes_live"] + data["bytes_dead"] + FILE_HEADER.size == data["committed_bytes"]
+
+
+def test_ls_filters(capsys: pytest.CaptureFixture[str], sample: Sample) -> None:
+    path, model = sample
+    code, rows = run_json(capsys, "ls", path)
+    assert code == 0
+    assert [r["name"] for r in rows] == [m.name for m in model.values()]
+    assert [r["action_count"] for r in rows] == [len(m.actions) for m in model.values()]
+    _, active = run_json(capsys, "ls", path, "--state", "active")
+    assert [r["name"] for r in active] == ["session-2"]
+    _, named = run_json(capsys, "ls", path, "--name", "session-[01]", "--regex")
+    assert [r["name"] for r in named] == ["session-0", "session-1"]
+    code, out, _ = run(capsys, "ls", path, "--state", "archived")
+    assert (code, out) == (0, "no sessions\n")
+    code, out, _ = run(capsys, "ls", path)
+    assert "session-1" in out.splitlines()[2] and "failed" in out
+
+
+def test_show(capsys: pytest.CaptureFixture[str], sample: Sample) -> None:
+    path, model = sample
+    sid, m = next(iter(model.items()))
+    code, out, _ = run(capsys, "show", path, "session-0")
+    assert code == 0 and str(sid) in out and "checkpoints" in out
+    assert len([line for line in out.splitlines() if line.strip().split(" ")[0].isdigit()]) >= len(m.actions)
+    code, data = run_json(capsys, "show", path, str(sid)[:8], "--from", 5, "--to", 9)
+    assert code == 0
+    assert [a["seq"] for a in data["actions"]] == [5, 6, 7, 8, 9]
+    assert [a["kind"] for a in data["actions"]] == [a.kind for a in m.actions[5:10]]
+    assert [c["at_seq"] for c in data["checkpoints"]] == [c[1] for c in m.checkpoints]
+    kind = m.actions[0].kind
+    code, out, _ = run(capsys, "show", path, "session-0", "--kind", kind, "--jsonl")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [x["seq"] for x in lines] == [i for i, a in enumerate(m.actions) if a.kind == kind]
+    for x in lines:
+        want = m.actions[x["seq"]].payload
+        if isinstance(want, bytes):
+            assert x["payload_type"] == "bytes"
+        else:
+            assert x["payload"] == want
+    code, out, _ = run(capsys, "show", path, "session-0", "--payload", "--to", 2)
+    assert code == 0 and "#2" in out
+
+
+def test_cat(capsys: pytest.CaptureFixture[str], sample: Sample) -> None:
+    path, model = sample
+    m = next(iter(model.values()))
+    seq = next(i for i, a in enumerate(m.actions) if isinstance(a.payload, dict) and a.result)
+    code, data = run_json(capsys, "cat", path, "session-0", seq)
+    assert code == 0 and data["payload"] == m.actions[seq].payload
+    assert data["result"] == m.actions[seq].result
+    code, out, _ = run(capsys, "cat", path, "session-0", seq)
+    assert code == 0 and "--- result" in out
+    assert json.loads(out.split("--- payload")[1].split("\n", 1)[1].split("\n\n--- result")[0]) == \
+        m.actions[seq].payload
+    code, _, err = run(capsys, "cat", path, "session-0", 10_000)
+    assert code == 2 and "no action" in err
+    code, _, err = run(capsys, "cat", path, "no-such-session", 0)
+    assert code == 2 and "no session" in err
+
+
+# --- diff, replay, search ------------------------------------------------------------------
+
+
+def test_diff(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "twins.mseg"
+    with memseg.open(path, "a") as store:
+        for name in ("a", "b", "c"):
+            rec = store.start_session(name)
+            for i in range(5):
+                rec.record("step", {"i": i}, result="ok")
+            if name == "c":
+                rec.record("step", {"i": 99})
+            rec.end()
+    code, out, _ = run(capsys, "diff", path, "a", "b")
+    assert code == 0 and "same" in out
+    code, data = run_json(capsys, "diff", path, "a", "c")
+    assert code == 1 and data["differing"] == 1
+    assert data["differences"][0]["seq"] == 5 and data["differences"][0]["parts"] == ["missing"]
+    code, _, err = run(capsys, "diff", path, "a", "zzz")
+    assert code == 2 and "no session" in err
+
+
+def test_replay_streams_in_order(capsys: pytest.CaptureFixture[str], sample: Sample) -> None:
+    path, model = sample
+    m = list(model.values())[1]
+    code, out, _ = run(capsys, "replay", path, "session-1", "--jsonl", "--speed", 1e9)
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["seq"] for r in rows] == list(range(len(m.actions)))
+    assert [r["ts_ns"] for r in rows] == [a.ts_ns for a in m.actions]
+    code, out, _ = run(capsys, "replay", path, "session-1")
+    assert code == 0 and len([ln for ln in out.splitlines() if "#" in ln]) == len(m.actions)
+
+
+def test_search(capsys: pytest.CaptureFixture[str], demo: Path) -> None:
+    code, out, _ = run(capsys, "search", demo, "pytest")
+    assert code == 0 and "fix-short-header" in out
+    code, data = run_json(capsys, "search", demo, r"exit_code.:\s*1", "-E", "--results",
+                          "--kind", "tool_call")
+    assert code == 0
+    assert {(h["session_name"], h["part"]) for h in data["hits"]} == {
+        ("fix-short-header", "result"), ("rename-flags", "result")}
+    _, data = run_json(capsys, "search", demo, "PYTEST", "-i", "--session", "rename-flags")
+    assert {h["session_name"] for h in data["hits"]} == {"rename-flags"}
+    code, _, err = run(capsys, "search", demo, "no such text")
+    assert code == 1 and "no match" in err
+    code, _, _ = run(capsys, "search", demo, "(unclosed", "--regex")
+    assert code == 2
+
+
+# --- verify, scan, salvage ------------------------------------------------------------------
+
+
+def test_verify_and_scan(capsys: pytest.CaptureFixture[str], sample: Sample, tmp_path: Path) -> None:
+    path, _ = sample
+    code, out, _ = run(capsys, "verify", path)
+    assert code == 0 and "OK" in out
+    code, records = run_json(capsys, "scan", path)
+    assert code == 0 and records[0]["offset"] == FILE_HEADER.size
+    assert {r["status"] for r in records} == {"ok"}
+    cut = tmp_path / "cut.mseg"
+    cut.write_bytes(path.read_bytes()[:-7])
+    code, data = run_json(capsys, "verify", cut)
+    assert code == 0 and [n["reason"] for n in data["notes"]] == ["torn_tail"]
+    code, torn = run_json(capsys, "scan", cut, "--damaged")
+    assert code == 0 and [r["status"] for r in torn] == ["torn"]
+    raw = bytearray(path.read_bytes())
+    at = records[3]["offset"] + 40
+    raw[at] ^= 1
+    cut.write_bytes(bytes(raw))
+    code, data = run_json(capsys, "verify", cut)
+    assert code == 1 and data["ok"] is False
+    assert all(p["offset"] <= at for p in data["problems"][:1])
+    code, bad = run_json(capsys, "scan", cut, "--damaged")
+    assert code == 1 and [r["offset"] for r in bad] == [records[3]["offset"]]
+
+
+def test_salvage(capsys: pytest.CaptureFixture[str], sample: Sample, tmp_path: Path) -> None:
+    path, model = sample
+    code, out, _ = run(capsys, "salvage", path, tmp_path / "a.mseg")
+    assert code == 0 and "complete" in out
+    assert stored_actions(tmp_path / "a.mseg") == stored_actions(path)
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 3] ^= 0x10
+    src = tmp_path / "damaged.mseg"
+    src.write_bytes(bytes(raw))
+    code, report = run_json(capsys, "salvage", src, tmp_path / "b.mseg")
+    assert code == 1 and report["complete"] is False and report["damaged"]
+    assert {s["session_id"] for s in report["sessions"]} == {str(k) for k in model}
+    code, _, err = run(capsys, "salvage", src, tmp_path / "b.mseg")
+    assert code == 2 and "exists" in err
+
+
+# --- maintenance ---------------------------------------------------------------------------
+
+
+def test_archive_compact_export_import_sweep(capsys: pytest.CaptureFixture[str], sample: Sample,
+                                            tmp_path: Path) -> None:
+    path = tmp_path / "work.mseg"
+    shutil.copyfile(sample[0], path)
+    code, out, _ = run(capsys, "archive", path, "session-0")
+    assert code == 0 and "archived 1" in out
+    _, rows = run_json(capsys, "ls", path, "--state", "archived")
+    assert [r["name"] for r in rows] == ["session-0"]
+    code, data = run_json(capsys, "unarchive", path, "session-0")
+    assert code == 0 and data["unarchived"] == 1
+    run(capsys, "archive", path, "session-0")
+    size_before = path.stat().st_size
+    code, report = run_json(capsys, "compact", path)
+    assert code == 0 and report["bytes_before"] == size_before
+    assert path.stat().st_size == report["bytes_after"] < size_before
+    _, rows = run_json(capsys, "ls", path)
+    assert [r["name"] for r in rows] == ["session-1", "session-2"]
+    code, data = run_json(capsys, "export", path, tmp_path / "out.mseg", "session-1")
+    assert code == 0 and data["copied"] == 1
+    code, data = run_json(capsys, "import", tmp_path / "new.mseg", tmp_path / "out.mseg")
+    assert code == 0 and data["copied"] == 1
+    assert stored_actions(tmp_path / "new.mseg") == {
+        k: v for k, v in stored_actions(path).items() if k in stored_actions(tmp_path / "out.mseg")}
+    before = file_state(path)
+    code, data = run_json(capsys, "sweep", path, "--days", 0, "--dry-run")
+    assert code == 0 and data["dry_run"] is True
+    assert [i["name"] for i in data["archived"]] == ["session-1"]
+    assert file_state(path) == before
+    code, _, _ = run(capsys, "compact", tmp_path / "missing.mseg")
+    assert code == 2 and not (tmp_path / "missing.mseg").exists()
+
+
+# --- the forensic promises ---------------------------------------------------------------
+
+
+READ_ONLY: list[list[Any]] = [
+    ["info"], ["ls"], ["show", "session-1"], ["show", "session-1", "--jsonl"], ["cat", "session-1", 3],
+    ["diff", "session-0", "session-1"], ["replay", "session-2"], ["search", "fix"], ["verify"],
+    ["scan"],
+]
+
+
+def test_reading_commands_never_touch_the_file(capsys: pytest.CaptureFixture[str], sample: Sample,
+                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, _ = sample
+    assert path.stat().st_mode & 0o777 == 0o444
+    before = file_state(path)
+    opened: list[int] = []
+    real_open = os.open
+
+    def spy_open(file: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        fd = real_open(file, flags, *args, **kwargs)
+        if os.path.samefile(f"/proc/self/fd/{fd}", path):
+            opened.append(flags)
+        return fd
+
+    def no_lock(*_args: object) -> None:
+        raise AssertionError("a reading command took a lock")
+
+    monkeypatch.setattr(os, "open", spy_open)
+    monkeypatch.setattr(fcntl, "flock", no_lock)
+    for argv in READ_ONLY:
+        code, _, err = run(capsys, argv[0], path, *argv[1:])
+        assert code in (0, 1), (argv, err)
+    monkeypatch.undo()
+    assert len(opened) >= len(READ_ONLY)
+    assert all(f & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC) == 0 for f in opened)
+    code, _, _ = run(capsys, "salvage", path, tmp_path / "copy.mseg")
+    assert code == 0
+    assert file_state(path) == before
+
+
+def test_reading_commands_survive_any_cut_or_damage(capsys: pytest.CaptureFixture[str], sample: Sample,
+                                                    tmp_path: Path) -> None:
+    path, _ = sample
+    data = path.read_bytes()
+    rng = random.Random(11)
+    victims: list[bytes] = [data[: rng.randrange(0, len(data))] for _ in range(8)]
+    for _ in range(8):
+        raw = bytearray(data)
+        for _ in range(rng.randrange(1, 6)):
+            raw[rng.randrange(len(raw))] = rng.randrange(256)
+        victims.append(bytes(raw))
+    target = tmp_path / "victim.mseg"
+    for n, victim in enumerate(victims):
+        target.write_bytes(victim)
+        for argv in [*READ_ONLY, ["show", "session-0"], ["cat", "session-0", 1]]:
+            code, _, err = run(capsys, argv[0], target, *argv[1:])
+            # Reports (0/1), or a clean refusal (2) with a message; never a traceback.
+            assert code in (0, 1, 2), (n, argv)
+            assert code != 2 or err.startswith("memseg: "), (n, argv, err)
+        code, _, err = run(capsys, "salvage", target, tmp_path / f"out{n}.mseg")
+        assert code in (0, 1, 2) and (code != 2 or err.startswith("memseg: "))
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], demo: Path) -> None:
+    assert run(capsys)[0] == 2
+    assert run(capsys, "show", demo)[0] == 2
+    assert run(capsys, "cat", demo, "fix-short-header", "not-a-number")[0] == 2
+    assert run(capsys, "replay", demo, "fix-short-header", "--speed", -1)[0] == 2
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_terminal_gets_colour_and_a_progress_bar(demo: Path) -> None:
+    out, err = _Tty(), _Tty()
+    assert main(["verify", str(demo)], stdout=out, stderr=err) == 0
+    assert "\x1b[" in out.getvalue()
+    assert "verifying" in err.getvalue() and "\r" in err.getvalue()
+    plain = io.StringIO()
+    assert main(["verify", str(demo)], stdout=plain, stderr=io.StringIO()) == 0
+    assert "\x1b[" not in plain.getvalue()

@@ -684,3 +684,40 @@ def test_record_checks_run_in_spec_order(spec: str) -> None:
         with pytest.raises(errors.CorruptError) as info:
             read_record(bytes(buf), offset, limit, tag, expect)
         assert info.value.reason == step.partition("#")[0], f"breaking steps {steps[i:]}"
+
+
+def test_trailer_checks_run_in_spec_order(spec: str) -> None:
+    """Each step of SPEC.md's "Validating a trailer" wins over every later one."""
+    from memseg.container import parse_trailer
+    from memseg.framing import frame
+
+    order = _ordered_reasons(spec, "### Validating a trailer")
+    steps = [r if r != "bad_reference" else f"{r}#{order[: n + 1].count(r)}"
+             for n, r in enumerate(order)]
+    assert sorted(steps) == sorted(["payload_crc", "trailer_size", "reserved", "bad_reference#1",
+                                    "bad_reference#2", "bad_commit_seq"]), steps
+    tag, at = 0x0123456789ABCDEF, 640
+    for i, step in enumerate(steps):
+        later = set(steps[i:])
+        # toc_offset, commit_seq, prev_trailer_offset, commit_time_ns, region_crc, flags
+        fields = [128, 3, 200, 0, 0, 1]
+        if "reserved" in later:
+            fields[5] = 2
+        if "bad_reference#1" in later:
+            fields[0] = at
+        if "bad_reference#2" in later:
+            fields[2] = at + 8  # differs from the bad toc_offset, so .actual tells them apart
+        if "bad_commit_seq" in later:
+            fields[1] = 0
+        payload = fmt.TRAILER.pack(*fields)
+        if "trailer_size" in later:
+            payload = payload[:32]  # a well-framed record of the wrong size
+        window = bytearray(frame(tag, fmt.Kind.TRAILER, fmt.Codec.NONE, payload, len(payload)))
+        window += bytes(fmt.TRAILER_RECORD_SIZE - len(window))
+        if "payload_crc" in later:
+            window[fmt.RECORD_HEADER.size] ^= 0xFF
+        with pytest.raises(errors.CorruptError) as info:
+            parse_trailer(bytes(window), at, tag)
+        assert info.value.reason == step.partition("#")[0], f"breaking steps {steps[i:]}"
+        if step.startswith("bad_reference"):
+            assert info.value.actual == (at if step.endswith("#1") else at + 8)

@@ -237,6 +237,12 @@ def walk(m: Mapped, progress: Progress | None = None) -> Iterator[RecordInfo]:
             continue
         at = off + RECORD_HEADER.size
         end = at + padded(stored_len)
+        if end > size and (nxt := next_header(buf, at, size, tag)) < size:
+            # Its length runs past EOF, yet intact records follow: the length
+            # lies, or a torn record was kept and later commits appended after it.
+            yield RecordInfo(off, nxt - off, "-", 0, 0, 0, 0, GAP, "record_bounds", None, None)
+            off = nxt
+            continue
         if end > size:
             sid = _session_of(buf, kind, at, 16 if size - at >= 16 else 0, 0, Codec.NONE) \
                 if codec == Codec.NONE else None
@@ -244,6 +250,10 @@ def walk(m: Mapped, progress: Progress | None = None) -> Iterator[RecordInfo]:
                              TORN, "record_bounds", None, sid)
             return
         status = OK if crc32c(memoryview(buf)[at : at + stored_len]) == pcrc else PAYLOAD_CRC
+        if status == PAYLOAD_CRC:
+            # A damaged record's length cannot be trusted either: resume at
+            # the first intact header inside it, so no record hides behind it.
+            end = min(end, next_header(buf, at, end, tag))
         sid = _session_of(buf, kind, at, stored_len, raw_len,
                           codec if status == OK or kind == Kind.BLOCK else -1)
         yield RecordInfo(off, end - off, _KIND_NAMES[kind], kind, codec, stored_len, raw_len,

@@ -11,6 +11,7 @@ import pytest
 import memseg
 from fuzz.corpus import payload_of, records, rewrite
 from memseg.format import FILE_HEADER, Kind
+from memseg.salvage import salvage
 from tests.faultfs import SimFS
 
 PATH = "/sim/regression.mseg"
@@ -80,3 +81,32 @@ def test_trailer_with_the_largest_commit_seq_is_refused(tmp_path: Path) -> None:
     _append_probe(path)
     with memseg.open(path, "r") as reader:
         assert PROBE in {s.id for s in reader.sessions()}
+
+
+def _salvaged_actions(path: Path, tmp_path: Path) -> dict[uuid.UUID, int]:
+    out = tmp_path / "salvaged.mseg"
+    salvage(path, out)
+    with memseg.open(out, "r") as store:
+        return {s.id: len(store.session(s.id).actions) for s in store.sessions()}
+
+
+@pytest.mark.parametrize("lie", [8, 1 << 20], ids=["overlaps-next-record", "runs-past-eof"])
+def test_salvage_resyncs_past_a_record_whose_length_lies(tmp_path: Path, lie: int) -> None:
+    """A record header with a good CRC but a wrong length hid the intact records it
+    overlapped (or, running past EOF, everything after it) from scan and salvage, which
+    lost committed actions that a reader still read (found by fuzz)."""
+    path = tmp_path / "f.mseg"
+    with memseg.open(path, "a") as store:
+        rec = store.start_session(session_id=uuid.UUID(int=1))
+        for batch in range(3):
+            for i in range(4):
+                rec.record("k", {"batch": batch, "i": i}, ts_ns=i)
+            rec.flush()
+        rec.end("ok")
+    data = path.read_bytes()
+    first_trailer = next(r for r in records(data) if r.kind == Kind.TRAILER)
+    body = payload_of(data, first_trailer)
+    path.write_bytes(rewrite(data, first_trailer, body, stored_len=len(body) + lie))
+    with memseg.open(path, "r") as reader:
+        assert len(reader.session(uuid.UUID(int=1)).actions) == 12
+    assert _salvaged_actions(path, tmp_path)[uuid.UUID(int=1)] == 12

@@ -140,13 +140,21 @@ def forensics(data: bytes) -> None:
             read_all(store)
     except memseg.MemsegError:
         pass
-    salvage = getattr(fx, "salvage", None)
-    if salvage is not None:
-        _salvage(salvage, path)
+    try:
+        from memseg.salvage import salvage
+    except ImportError:
+        return
+    _salvage(salvage, path)
 
 
 def _salvage(salvage: Callable[..., Any], path: str) -> None:
-    """Salvage into a new file, which must then open and read cleanly."""
+    """Salvage into a new file, which must read cleanly and keep every action a reader
+    of the original could read (salvage may add uncommitted ones after them)."""
+    try:
+        with memseg.open(path, "r") as store:
+            committed = read_all(store)
+    except memseg.MemsegError:
+        committed = {}
     out = os.path.join(_DIR, "salvaged.mseg")
     if os.path.exists(out):
         os.unlink(out)
@@ -154,11 +162,19 @@ def _salvage(salvage: Callable[..., Any], path: str) -> None:
         salvage(path, out)
     except memseg.MemsegError:
         return
-    if os.path.exists(out):
-        with memseg.open(out, "r") as store:
-            for value in read_all(store).values():
-                if value[0] == "error":
-                    raise ViolationError(f"a salvaged file has a damaged session: {value}")
+    if not os.path.exists(out):
+        return
+    with memseg.open(out, "r") as store:
+        rescued = read_all(store)
+    for value in rescued.values():
+        if value[0] == "error":
+            raise ViolationError(f"a salvaged file has a damaged session: {value}")
+    for sid, value in committed.items():
+        if value[0] == "error":
+            continue
+        got = rescued.get(sid)
+        if got is None or got[4][: len(value[4])] != value[4]:
+            raise ViolationError(f"salvage lost committed actions of session {sid}")
 
 
 TARGETS: dict[str, Callable[[bytes], None]] = {

@@ -721,3 +721,31 @@ def test_trailer_checks_run_in_spec_order(spec: str) -> None:
         assert info.value.reason == step.partition("#")[0], f"breaking steps {steps[i:]}"
         if step.startswith("bad_reference"):
             assert info.value.actual == (at if step.endswith("#1") else at + 8)
+
+
+def source_problem_codes() -> set[str]:
+    """Codes the forensic tools report without raising: problem(...)/Problem(...) and walk reasons."""
+    found: set[str] = set()
+    for path in sorted(SOURCE_DIR.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                callee = node.func
+                name = callee.attr if isinstance(callee, ast.Attribute) else getattr(callee, "id", None)
+                if name in ("problem", "Problem") and len(node.args) >= 2:
+                    arg = node.args[1]
+                    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                        found.add(arg.value)
+            elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
+                targets = [t.id for t in node.targets if isinstance(t, ast.Name)]
+                value = node.value.value
+                if "reason" in targets and isinstance(value, str) and value:
+                    found.add(value)
+    return found
+
+
+def test_every_problem_code_is_documented(spec: str) -> None:
+    documented = set(_reason_rows(spec))
+    documented |= {_code(r["Problem"]) for t in _tables_with(spec, "Problem") for r in t}
+    missing = sorted(source_problem_codes() - documented)
+    assert not missing, f"problem codes reported in memseg/ but not in SPEC.md: {missing}"

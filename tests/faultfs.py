@@ -394,6 +394,10 @@ class SimFS:
             files[name] = damaged_image(inode.durable, inode.pending, damage, rng)
         return SimFS(files)
 
+    def files(self) -> dict[str, bytes]:
+        """Every file's current contents, by path (to build another disk from this one)."""
+        return {name: bytes(self.inodes[number].data) for name, number in self.names.items()}
+
     def read_file(self, path: str) -> bytes:
         """The current contents of ``path`` (as the running system sees them)."""
         return bytes(self.inodes[self.names[_key(path)]].data)

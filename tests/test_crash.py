@@ -224,3 +224,77 @@ def test_crash_image_model_drops_unsynced_creation() -> None:
     assert fs.crash_image(Damage("keep")).read_file("/d/f") == b"abcdef"
     torn = fs.crash_image(Damage("torn", sector=2, prefix=0)).read_file("/d/f")
     assert torn == b"abcd"  # the only sector boundary inside the write is offset 4
+
+
+def recovery_workload(w: Workload) -> None:
+    """What a program does after a crash: reopen (cutting or keeping the tail), record, close."""
+    w.open()
+    sid = w.start(100, "after-crash")
+    w.record(sid, "again", {"n": 1})
+    w.flush(sid)
+    w.record(sid, "again", {"n": 2})
+    w.end(sid, "ok")
+    w.close()
+
+
+def crashed_images(limit: int) -> list[tuple[SimFS, State]]:
+    """Post-crash disks whose file has a tail after its newest commit, with the state they show."""
+    unverified: list[tuple[SimFS, State]] = []
+    torn: list[tuple[SimFS, State]] = []
+    total = count_ops(standard_workload)
+    for k in range(total):
+        fs = SimFS(crash_at=k)
+        run_until_crash(fs, standard_workload)
+        wanted = {"torn": torn, "unverified": unverified}
+        for damage in damage_variants(fs, seeds=4)[1:]:
+            image = fs.crash_image(damage)
+            if not image.exists(PATH):
+                continue
+            try:
+                with memseg.open(PATH, "r", fs=image) as reader:
+                    if reader.tail_bytes == 0:
+                        continue
+                    kind = "unverified" if reader.located.unverified else "torn"
+                    if kind in wanted:
+                        wanted.pop(kind).append((image, read_state(reader)))
+            except memseg.MemsegError:
+                continue
+    # Half with an unverified commit in the tail (kept and appended after), half torn (cut).
+    return _spread(unverified, limit // 2) + _spread(torn, limit - limit // 2)
+
+
+def _spread(items: list[tuple[SimFS, State]], n: int) -> list[tuple[SimFS, State]]:
+    step = max(1, len(items) // max(n, 1))
+    return items[::step][:n]
+
+
+def test_crash_during_recovery_from_a_crash() -> None:
+    """A second crash at every step of the recovery after the first: cutting a torn tail,
+    keeping an unverified one, appending after it."""
+    tally = Tally()
+    for first, shown in crashed_images(1000 if LONG else 6):
+
+        def workload(w: Workload, shown: State = shown) -> None:
+            w.model.live, w.model.staged, w.model.acked = dict(shown), dict(shown), dict(shown)
+            w.model.candidates = [dict(shown)]
+            recovery_workload(w)
+
+        files = first.files()
+        total = count_ops_on(files, workload)
+        for j in range(total + 1):
+            fs = SimFS(files, crash_at=j)
+            model = run_until_crash(fs, workload)
+            tally.crash_points += 1
+            for damage in damage_variants(fs, seeds=1):
+                tally.images += 1
+                try:
+                    tally.outcomes[check_recovery(fs.crash_image(damage), model)] += 1
+                except (AssertionError, memseg.MemsegError) as exc:
+                    tally.failures.append(f"second crash before op {j}, {damage.name}: {exc!r}")
+    assert_clean(tally, "crash_during_recovery")
+
+
+def count_ops_on(files: dict[str, bytes], workload: Callable[[Workload], None]) -> int:
+    fs = SimFS(files)
+    run_until_crash(fs, workload)
+    return fs.ops

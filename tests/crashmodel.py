@@ -174,7 +174,7 @@ class Workload:
             self.model.commit()
             self.recorders.pop(sid).end(status)
 
-    def extra(self, fn: Callable[[memseg.Store], None], changes: Callable[[State], State]) -> None:
+    def extra(self, fn: Callable[[memseg.Store], object], changes: Callable[[State], State]) -> None:
         """A store-level call (archive, compact) that makes one commit changing the state."""
         assert self.store is not None
         with self.call():

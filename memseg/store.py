@@ -556,6 +556,7 @@ class Store:
         self._dirty.clear()
         self._durable_ticket = self._ticket
         self._region_crc = 0
+        self._located = Located(commit, 0, ())
         self._view_cache = None
         return old
 

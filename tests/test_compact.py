@@ -126,6 +126,8 @@ def test_store_compact_keeps_recorders_and_lock(store_path: Path) -> None:
         report = store.compact()
         assert store_path.stat().st_ino != old_ino
         assert [i.name for i in store.sessions()] == ["live"]
+        assert store.tail_bytes == 0 and store.commit is not None
+        assert store.commit.end == store_path.stat().st_size == report.bytes_after
         with pytest.raises(memseg.LockedError):
             memseg.open(store_path, "a")
         for i in range(300):

@@ -85,8 +85,6 @@ def _resolve(entries: Mapping[uuid.UUID, TocEntry], keys: SessionKeys) -> list[T
 
 
 def _set_state(store: Store, keys: SessionKeys, old: State, new: State) -> int:
-    keys = list(keys) if not isinstance(keys, uuid.UUID | str) else keys  # iterated twice
-
     def change(entries: Mapping[uuid.UUID, TocEntry]) -> list[TocEntry]:
         chosen = _resolve(entries, keys)
         active = [e for e in chosen if e.state == State.ACTIVE]

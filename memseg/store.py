@@ -537,13 +537,14 @@ class Store:
         with self._mutex:
             self._check_writable()
             entries = list(change(self._toc.entries))
+            if not entries:
+                return 0
             for e in entries:
                 self._toc.entries[e.session_id] = e
                 self._dirty.add(e.session_id)
             self._ticket += 1
             ticket = self._ticket
-        if entries:
-            self._commit_through(ticket)
+        self._commit_through(ticket)
         return len(entries)
 
     def _switch_file(self, fh: FileHandle, end: int, commit: Commit | None,

@@ -24,7 +24,9 @@ def test_archive_and_unarchive_round_trip(store_path: Path) -> None:
             record_session(store, name, actions=12)
         before = dump_store(store)
         assert store.archive(["a", "b"]) == 2
-        assert store.archive("a") == 0  # already archived
+        commit = store.commit
+        assert store.archive("a") == 0  # already archived: no commit at all
+        assert store.commit == commit
         assert _states(store) == {"a": "archived", "b": "archived", "c": "ended"}
     with memseg.open(store_path) as store:  # committed like any change
         assert _states(store) == {"a": "archived", "b": "archived", "c": "ended"}

@@ -23,7 +23,7 @@ from memseg.container import Commit, encode_file_header, encode_trailer_payload
 from memseg.errors import WriteFailedError
 from memseg.format import COMPACT_SUFFIX, TRAILER, Codec, Kind, State
 from memseg.framing import encode_record, frame
-from memseg.fs import OS_FS, FileHandle, FileSystem
+from memseg.fs import OS_FS, Buffer, FileHandle, FileSystem
 from memseg.recorder import LiveSession
 from memseg.toc import Run, TocState, encode_toc
 from memseg.transfer import Copied, SessionPlan, copy_session, plan_session
@@ -115,6 +115,7 @@ def compact_store(store: Store, progress: Progress | None = None) -> CompactRepo
     _settle(store)
     try:
         view = store._current()
+        old_maps = list(store._buffers)  # every map so far is of the file being replaced
         before = store._end
         kept = sorted((e for e in view.entries.values() if e.state != State.ARCHIVED),
                       key=lambda e: e.session_offset)
@@ -128,6 +129,8 @@ def compact_store(store: Store, progress: Progress | None = None) -> CompactRepo
             raise WriteFailedError("compact_failed", f"{exc.strerror or exc}; the file is "
                                    "unchanged and the store still writes to it") from exc
         _install(store, tmp, new)
+        del view
+        _unmap(store, old_maps)
     finally:
         store._mutex.release()
         store._commit_lock.release()
@@ -137,6 +140,21 @@ def compact_store(store: Store, progress: Progress | None = None) -> CompactRepo
         sum(c.copied for c in new.copies), sum(c.merged for c in new.copies),
         time.perf_counter() - started,
     )
+
+
+def _unmap(store: Store, maps: list[Buffer]) -> None:
+    """Let go of the store's maps of the replaced file, so its disk space can be freed.
+
+    A map still viewed by arrays a caller holds cannot close now; dropping it
+    from the store lets it close when the last of them goes.
+    """
+    old = {id(m) for m in maps}
+    store._buffers[:] = [b for b in store._buffers if id(b) not in old]
+    for m in maps:
+        close = getattr(m, "close", None)
+        if close is not None:
+            with contextlib.suppress(BufferError):
+                close()
 
 
 def _behind(store: Store) -> list[LiveSession]:

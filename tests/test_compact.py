@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import random
@@ -123,10 +124,16 @@ def test_store_compact_keeps_recorders_and_lock(store_path: Path) -> None:
         rec.record("unflushed", "cut into no block yet", ts_ns=500)
         store.archive("old")
         old_ino = store_path.stat().st_ino
+        held = store.session("live").actions  # arrays on the writer's map of the old file
+        ts = held.ts_ns
         report = store.compact()
+        assert ts.tolist() == list(range(20)) and held[19].value() is None
         assert store_path.stat().st_ino != old_ino
         assert [i.name for i in store.sessions()] == ["live"]
         assert store.tail_bytes == 0 and store.commit is not None
+        del held, ts
+        gc.collect()
+        assert not _maps_of_deleted(store_path)  # the replaced file's space can be freed
         assert store.commit.end == store_path.stat().st_size == report.bytes_after
         with pytest.raises(memseg.LockedError):
             memseg.open(store_path, "a")
@@ -144,6 +151,14 @@ def test_store_compact_keeps_recorders_and_lock(store_path: Path) -> None:
         assert live.actions[-1].value() == {"i": 299}
         assert [c.at_seq for c in live.checkpoints] == [10, 20]
         assert len(store.session("new").actions) == 10
+
+
+def _maps_of_deleted(path: Path) -> list[str]:
+    maps = Path("/proc/self/maps")
+    if not maps.exists():
+        return []
+    return [line for line in maps.read_text().splitlines()
+            if str(path) in line and "(deleted)" in line]
 
 
 def test_resume_after_compaction(store_path: Path) -> None:

@@ -22,7 +22,7 @@ from memseg.format import FILE_HEADER, Kind, State
 from memseg.framing import parse_header, read_payload
 from memseg.model import Checkpoint
 from memseg.records import SessionRecord, Snapshot, decode_session, decode_snapshot
-from memseg.scan import GAP, OK, Mapped, Progress, RecordInfo, mapped, open_view, scan_mapped
+from memseg.scan import GAP, OK, PAYLOAD_CRC, Mapped, Progress, RecordInfo, mapped, open_view, scan_mapped
 from memseg.store import Store
 from memseg.store import open as open_store
 from memseg.toc import TocEntry
@@ -114,7 +114,9 @@ def _collect(m: Mapped, records: list[RecordInfo], report: SalvageReport) -> dic
     found: dict[uuid.UUID, _Found] = {}
     buf, tag = m.buf, m.header.tag
     for rec in records:
-        if rec.status != OK:
+        # A BLOCK whose record CRC fails may still have every section intact (the
+        # damage may be in padding): its section CRCs decide below, as for a reader.
+        if rec.status != OK and not (rec.kind_code == Kind.BLOCK and rec.status == PAYLOAD_CRC):
             if rec.status == GAP or rec.commit is not None or rec.kind_code == Kind.BLOCK:
                 report.damaged.append(DamagedRegion(rec.offset, rec.length, rec.reason or rec.status))
             if rec.kind_code == Kind.BLOCK and rec.session_id is not None:

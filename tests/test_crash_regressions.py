@@ -10,7 +10,7 @@ import pytest
 
 import memseg
 from fuzz.corpus import payload_of, records, rewrite
-from memseg.format import FILE_HEADER, Kind
+from memseg.format import BLOCK_HEADER, FILE_HEADER, Kind, padded
 from memseg.salvage import salvage
 from tests.faultfs import SimFS
 
@@ -110,3 +110,26 @@ def test_salvage_resyncs_past_a_record_whose_length_lies(tmp_path: Path, lie: in
     with memseg.open(path, "r") as reader:
         assert len(reader.session(uuid.UUID(int=1)).actions) == 12
     assert _salvaged_actions(path, tmp_path)[uuid.UUID(int=1)] == 12
+
+
+def test_salvage_keeps_a_block_whose_damage_is_only_in_padding(tmp_path: Path) -> None:
+    """A byte flipped in the padding after a block's payload blob fails the record CRC
+    but no section CRC: a reader reads the block, salvage dropped it (found by atheris)."""
+    path = tmp_path / "f.mseg"
+    with memseg.open(path, "a") as store:
+        rec = store.start_session(session_id=uuid.UUID(int=1))
+        rec.record("k", b"abc", ts_ns=1)  # a 3-byte blob: 5 bytes of padding follow it
+        rec.end("ok")
+        # A later commit, so only the newest commit's region CRC, not this one's, is checked.
+        store.start_session(session_id=uuid.UUID(int=2)).end("ok")
+    data = bytearray(path.read_bytes())
+    block = next(r for r in records(bytes(data)) if r.kind == Kind.BLOCK)
+    fields = BLOCK_HEADER.unpack_from(data, block.payload_at)
+    n, blob_len = fields[-11], fields[-8]
+    assert (n, blob_len) == (1, 3)
+    columns = 8 * n + padded(2 * n) + padded(n) + padded(8 * n)
+    data[block.payload_at + BLOCK_HEADER.size + columns + blob_len] ^= 0x40
+    path.write_bytes(bytes(data))
+    with memseg.open(path, "r") as reader:
+        assert reader.session(uuid.UUID(int=1)).actions[0].value() == b"abc"
+    assert _salvaged_actions(path, tmp_path)[uuid.UUID(int=1)] == 1

@@ -157,8 +157,11 @@ def refit_block(payload: bytearray) -> None:
     if len(payload) < BLOCK_HEADER.size:
         return
     fields = list(BLOCK_HEADER.unpack_from(payload))
-    n = fields[2]
-    blob_len, ck_len = fields[6], fields[8]
+    # Counted from the end, which is fixed (..., action_count, checkpoint_count,
+    # blob_raw_len, blob_stored_len, ckpt_raw_len, ckpt_stored_len, codecs, 3 CRCs),
+    # so fields added after the session id and first seq do not shift them.
+    n = fields[-11]
+    blob_len, ck_len = fields[-8], fields[-6]
     col_len = 8 * n + padded(2 * n) + padded(n) + padded(8 * n)
     blob_at = BLOCK_HEADER.size + col_len
     ck_at = blob_at + padded(blob_len)

@@ -54,6 +54,11 @@ class Damage:
     prefix: int = 0
 
     @property
+    def kind(self) -> str:
+        """The variant without its seed: keep, mix, torn512, sectors4096, ..."""
+        return self.mode + (str(self.sector) if self.mode in ("torn", "sectors") else "")
+
+    @property
     def name(self) -> str:
         if self.mode in ("keep", "drop", "garble"):
             return self.mode

@@ -43,11 +43,13 @@ class Tally:
     crash_points: int = 0
     images: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
+    variants: Counter[str] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         return {"crash_points": self.crash_points, "distinct_images_checked": self.images,
-                "outcomes": dict(self.outcomes), "failures": len(self.failures)}
+                "images_by_damage": dict(self.variants), "outcomes": dict(self.outcomes),
+                "failures": len(self.failures)}
 
 
 def run_until_crash(fs: SimFS, workload: Callable[[Workload], None], sync: str = "commit") -> Model:
@@ -147,6 +149,7 @@ def sweep(workload: Callable[[Workload], None], *, seeds: int, sync: str = "comm
                 continue
             seen.add(key)
             tally.images += 1
+            tally.variants[damage.kind] += 1
             try:
                 tally.outcomes[check(image, model)] += 1
             except AssertionError as exc:
@@ -287,6 +290,7 @@ def test_crash_during_recovery_from_a_crash() -> None:
             tally.crash_points += 1
             for damage in damage_variants(fs, seeds=1):
                 tally.images += 1
+                tally.variants[damage.kind] += 1
                 try:
                     tally.outcomes[check_recovery(fs.crash_image(damage), model)] += 1
                 except (AssertionError, memseg.MemsegError) as exc:

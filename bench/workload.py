@@ -211,7 +211,18 @@ def _turn_kinds(rng: np.random.Generator) -> list[str]:
 
 
 def _payload(kind: str, text: str, i: int, rng: np.random.Generator) -> tuple[bytes, bytes | None]:
-    """Encode one event's payload and, for kinds that have one, its result."""
+    """Encode one event's payload and, for kinds that have one, its result.
+
+    orjson hands back bytes objects with kilobytes of spare capacity; a
+    million of them kept for the whole run would take ten times the memory
+    of their contents, so each is copied to an exact-size object.
+    """
+    payload, result = _encode(kind, text, i, rng)
+    return memoryview(payload).tobytes(), None if result is None else memoryview(result).tobytes()
+
+
+def _encode(kind: str, text: str, i: int, rng: np.random.Generator) -> tuple[bytes, bytes | None]:
+    """One event's payload and, for kinds that have one, its result, as orjson made them."""
     call = f"call_{i:06d}"
     if kind in ("thinking_delta", "reasoning_delta"):
         return orjson.dumps({"delta": text}), None

@@ -24,6 +24,7 @@ from memseg.format import FILE_HEADER, RECORD_HEADER, Kind, State
 from memseg.framing import parse_header, read_payload
 from memseg.model import SessionInfo
 from memseg.records import decode_index, decode_session, decode_snapshot
+from memseg.salvage import SalvageReport, SessionSalvage, salvage
 from memseg.scan import (
     GAP,
     OK,
@@ -32,8 +33,10 @@ from memseg.scan import (
     Progress,
     RecordInfo,
     mapped,
+    mapped_bytes,
     open_view,
     scan,
+    scan_bytes,
     scan_mapped,
     trailer_seq,
 )
@@ -289,6 +292,11 @@ def verify(path: str | os.PathLike[str], progress: Progress | None = None) -> Ve
         return verify_mapped(m, progress)
 
 
+def verify_bytes(data: bytes) -> VerifyReport:
+    """``verify`` of a file's bytes held in memory (raises NotMemsegError like ``verify``)."""
+    return verify_mapped(mapped_bytes(data))
+
+
 def verify_mapped(m: Mapped, progress: Progress | None = None) -> VerifyReport:
     """``verify`` on an already mapped file."""
     report = VerifyReport(m.path, m.size, m.header.file_id)
@@ -361,7 +369,11 @@ def _check_sessions(m: Mapped, report: VerifyReport, progress: Callable[[int, in
         try:
             session = Session(view, entry)
             actions = session.actions
-            count = sum(1 for _ in actions)
+            # Each block is matched against its reference (session, seq, counts, kind
+            # codes); its payload bytes were already checked record by record.
+            for b in range(len(actions.refs)):
+                actions.block(b)
+            count = len(actions)
             checkpoints = session.checkpoints
             report.actions += count
             if count != entry.action_count or len(checkpoints) != entry.checkpoint_count:
@@ -385,5 +397,6 @@ def _check_sessions(m: Mapped, report: VerifyReport, progress: Callable[[int, in
         progress(len(entries), max(len(entries), 1))
 
 
-__all__ = ["FileInfo", "Problem", "RecordInfo", "Rescued", "VerifyReport", "info", "open_readonly",
-           "open_view", "scan", "verify"]
+__all__ = ["FileInfo", "Problem", "RecordInfo", "Rescued", "SalvageReport", "SessionSalvage",
+           "VerifyReport", "info", "is_torn_tail", "open_readonly", "open_view", "salvage", "scan",
+           "scan_bytes", "verify", "verify_bytes"]

@@ -92,11 +92,23 @@ class SalvageReport:
         return not self.damaged and not lost and all(s.complete for s in self.sessions)
 
 
+@dataclass(frozen=True, slots=True)
+class _BlockRef:
+    """An intact block, by offset: views are re-made when written, so that
+    decompressed payloads are never all held at once."""
+
+    offset: int
+    session_id: uuid.UUID
+    first_seq: int
+    count: int
+    checkpoint_count: int
+
+
 @dataclass(slots=True)
 class _Found:
     """Everything the scan found about one session."""
 
-    blocks: list[BlockView] = field(default_factory=list)
+    blocks: list[_BlockRef] = field(default_factory=list)
     damaged_blocks: int = 0
     session: tuple[int, SessionRecord] | None = None
     snapshot: tuple[int, Snapshot] | None = None
@@ -131,7 +143,9 @@ def _collect(m: Mapped, records: list[RecordInfo], report: SalvageReport) -> dic
                 block.blob()
                 block.checkpoints()
                 item = found.setdefault(block.session_id, _Found())
-                item.blocks.append(block)
+                item.blocks.append(_BlockRef(block.offset, block.session_id, block.first_seq,
+                                             block.count, block.checkpoint_count))
+                del block
             elif rec.kind_code == Kind.SESSION:
                 srec = decode_session(read_payload(buf, head), rec.offset)
                 item = found.setdefault(srec.session_id, _Found())
@@ -157,10 +171,10 @@ def _committed_blocks(session: Session) -> set[int]:
         return set()
 
 
-def _chain(blocks: list[BlockView], preferred: set[int], known: int
-           ) -> tuple[list[BlockView], list[tuple[int, int]]]:
+def _chain(blocks: list[_BlockRef], preferred: set[int], known: int
+           ) -> tuple[list[_BlockRef], list[tuple[int, int]]]:
     """Order a session's intact blocks by seq; report the seq ranges no block covers."""
-    best: dict[tuple[int, int], BlockView] = {}
+    best: dict[tuple[int, int], _BlockRef] = {}
     for b in blocks:
         key = (b.first_seq, b.count)
         old = best.get(key)
@@ -168,7 +182,7 @@ def _chain(blocks: list[BlockView], preferred: set[int], known: int
         if old is None or (b.offset in preferred) > (old.offset in preferred) or (
                 (b.offset in preferred) == (old.offset in preferred) and b.offset > old.offset):
             best[key] = b
-    chosen: list[BlockView] = []
+    chosen: list[_BlockRef] = []
     lost: list[tuple[int, int]] = []
     expected = 0
     for key in sorted(best):
@@ -184,18 +198,24 @@ def _chain(blocks: list[BlockView], preferred: set[int], known: int
     return chosen, lost
 
 
-def _write_session(store: Store, sid: uuid.UUID, name: str | None, meta: dict[str, Any],
-                   kinds: tuple[str, ...], chosen: list[BlockView], state: State,
+def _write_session(store: Store, m: Mapped, sid: uuid.UUID, name: str | None, meta: dict[str, Any],
+                   kinds: tuple[str, ...], chosen: list[_BlockRef], state: State,
                    status: str | None, out: SessionSalvage,
                    tick: Callable[[int], None]) -> None:
+    def view(ref: _BlockRef) -> BlockView:
+        return BlockView(m.buf, parse_header(m.buf, ref.offset, m.size, m.header.tag))
+
     rec = store.start_session(name, meta=meta, session_id=sid)
     checkpoints: list[Checkpoint] = sorted(
-        (c for b in chosen for c in b.checkpoints()), key=lambda c: (c.at_seq, c.id))
-    top = max((int(b.kinds.max()) for b in chosen if b.count), default=-1)
-    # Codes past the newest surviving kind dictionary get a placeholder name.
-    names = list(kinds) + [f"unknown-kind-{code}" for code in range(len(kinds), top + 1)]
+        (c for ref in chosen if ref.checkpoint_count for c in view(ref).checkpoints()),
+        key=lambda c: (c.at_seq, c.id))
+    names = list(kinds)
     ci = 0
-    for block in chosen:
+    for ref in chosen:
+        block = view(ref)
+        top = int(block.kinds.max()) if block.count else -1
+        # Codes past the newest surviving kind dictionary get a placeholder name.
+        names += [f"unknown-kind-{code}" for code in range(len(names), top + 1)]
         for action in block.actions(0, block.count, names):
             while ci < len(checkpoints) and checkpoints[ci].at_seq <= action.seq:
                 c = checkpoints[ci]
@@ -203,7 +223,8 @@ def _write_session(store: Store, sid: uuid.UUID, name: str | None, meta: dict[st
                 ci += 1
             rec.record(action.kind, action.value(), result=action.result_value(),
                        ts_ns=action.ts_ns)
-        tick(block.count)
+        del block
+        tick(ref.count)
     for c in checkpoints[ci:]:
         rec.checkpoint(c.value(), ts_ns=c.ts_ns)
     out.actions = sum(b.count for b in chosen)
@@ -266,7 +287,7 @@ def salvage(src: str | os.PathLike[str], dst: str | os.PathLike[str],
                     progress(m.size + m.size * done // work, total)
 
             for _item, _entry, out, meta, kinds, chosen, state, status in plans:
-                _write_session(store, out.session_id, out.name, meta, kinds, chosen, state,
+                _write_session(store, m, out.session_id, out.name, meta, kinds, chosen, state,
                                status, out, tick)
                 report.sessions.append(out)
     return report
@@ -274,7 +295,7 @@ def salvage(src: str | os.PathLike[str], dst: str | os.PathLike[str],
 
 def _plan(session: Session | None, entry: TocEntry | None, item: _Found) -> tuple[
         _Found, TocEntry | None, SessionSalvage, dict[str, Any], tuple[str, ...],
-        list[BlockView], State, str | None]:
+        list[_BlockRef], State, str | None]:
     """Decide what to write for one session."""
     snap = item.snapshot[1] if item.snapshot else None
     sid = entry.session_id if entry else (snap.session_id if snap else (

@@ -124,6 +124,12 @@ def mapped(path: str | os.PathLike[str]) -> Iterator[Mapped]:
                 close()
 
 
+def mapped_bytes(data: bytes, path: str = "<bytes>") -> Mapped:
+    """A file's bytes held in memory, as ``mapped`` gives them (for fuzzing and tests)."""
+    header, error = _header(data, len(data))
+    return Mapped(path, data, len(data), header, error)
+
+
 def _header(buf: bytes | memoryview, size: int) -> tuple[FileHeader, MemsegError | None]:
     try:
         return parse_file_header(buf[: min(size, FILE_HEADER.size)]), None
@@ -299,6 +305,11 @@ def trailer_commit(m: Mapped, rec: RecordInfo) -> Commit | None:
 def _with_commit(rec: RecordInfo, seq: int) -> RecordInfo:
     return RecordInfo(rec.offset, rec.length, rec.kind, rec.kind_code, rec.codec, rec.stored_len,
                       rec.raw_len, rec.status, rec.reason, seq, rec.session_id)
+
+
+def scan_bytes(data: bytes) -> list[RecordInfo]:
+    """``scan`` of a file's bytes held in memory."""
+    return scan_mapped(mapped_bytes(data))
 
 
 def scan(path: str | os.PathLike[str], progress: Progress | None = None) -> list[RecordInfo]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from memseg.cli_common import (
@@ -31,6 +32,7 @@ from memseg.compare import diff_sessions
 from memseg.forensics import FileInfo, info
 from memseg.model import Action, Checkpoint, SessionInfo
 from memseg.search import search
+from memseg.view import Actions
 
 _STATES = ("active", "ended", "archived")
 
@@ -210,8 +212,7 @@ def cmd_show(args: argparse.Namespace, out: Out) -> int:
         stop = len(actions) if args.seq_to is None else min(len(actions), args.seq_to + 1)
         start = max(0, args.seq_from)
         kinds = set(args.kind) if args.kind else None
-        window = actions[start:stop] if start < stop else []
-        picked = (a for a in window if kinds is None or a.kind in kinds)
+        picked = (a for a in _window(actions, start, stop) if kinds is None or a.kind in kinds)
         checkpoints = session.checkpoints
         if args.jsonl:
             for a in picked:
@@ -242,6 +243,12 @@ def cmd_show(args: argparse.Namespace, out: Out) -> int:
         t0 = int(actions.ts_ns[0]) if len(actions) else 0
         _print_actions(out, list(picked), t0, args.payload)
     return EXIT_OK
+
+
+def _window(actions: Actions, start: int, stop: int) -> Iterator[Action]:
+    """Actions ``start``..``stop`` a few thousand at a time, so --jsonl streams a session of any size."""
+    for lo in range(start, stop, 4096):
+        yield from actions[lo : min(stop, lo + 4096)]
 
 
 def _print_actions(out: Out, actions: list[Action], t0: int, full: bool) -> None:

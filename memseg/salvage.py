@@ -122,6 +122,10 @@ class _Found:
         self.last_offset = max(self.last_offset, offset)
 
 
+def _advance(offset: int, snap: Snapshot) -> tuple[int, int, int, int]:
+    return snap.action_count, snap.checkpoint_count, len(snap.kinds), offset
+
+
 def _collect(m: Mapped, records: list[RecordInfo], report: SalvageReport) -> dict[uuid.UUID, _Found]:
     found: dict[uuid.UUID, _Found] = {}
     buf, tag = m.buf, m.header.tag
@@ -153,7 +157,9 @@ def _collect(m: Mapped, records: list[RecordInfo], report: SalvageReport) -> dic
             else:
                 snap = decode_snapshot(read_payload(buf, head), rec.offset)
                 item = found.setdefault(snap.session_id, _Found())
-                if item.snapshot is None or rec.offset > item.snapshot[0]:
+                # The most advanced snapshot wins (counts and kind dictionary only
+                # grow), the later of equals: a stale copy further on must not win.
+                if item.snapshot is None or _advance(rec.offset, snap) > _advance(*item.snapshot):
                     item.snapshot = (rec.offset, snap)
             item.seen(rec.offset)
         except MemsegError as exc:

@@ -133,3 +133,23 @@ def test_salvage_keeps_a_block_whose_damage_is_only_in_padding(tmp_path: Path) -
     with memseg.open(path, "r") as reader:
         assert reader.session(uuid.UUID(int=1)).actions[0].value() == b"abc"
     assert _salvaged_actions(path, tmp_path)[uuid.UUID(int=1)] == 1
+
+
+def test_salvage_ignores_a_stale_snapshot_copied_after_the_newest(tmp_path: Path) -> None:
+    """A duplicated old SNAPSHOT after the newest one made salvage take the stale kind
+    dictionary: a committed action came back as kind 'unknown-kind-1' (found by fuzz)."""
+    path = tmp_path / "f.mseg"
+    sid = uuid.UUID(int=1)
+    with memseg.open(path, "a") as store:
+        rec = store.start_session(session_id=sid)
+        rec.record("first", 1, ts_ns=1)
+        rec.flush()
+        rec.record("second", 2, ts_ns=2)
+        rec.flush()
+    data = path.read_bytes()
+    stale = [r for r in records(data) if r.kind == Kind.SNAPSHOT][1]  # after the first flush
+    path.write_bytes(data + data[stale.offset : stale.end])
+    out = tmp_path / "salvaged.mseg"
+    salvage(path, out)
+    with memseg.open(out, "r") as store:
+        assert [a.kind for a in store.session(sid).actions] == ["first", "second"]

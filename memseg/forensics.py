@@ -42,7 +42,7 @@ from memseg.scan import (
 )
 from memseg.store import Store
 from memseg.store import open as open_store
-from memseg.toc import decode_toc
+from memseg.toc import TocEntry, decode_toc
 from memseg.view import Session
 
 
@@ -205,6 +205,9 @@ class _Checker:
         self.m = m
         self.report = report
         self.starts = {r.offset: r for r in records if r.status == OK}
+        # Counts of each decoded snapshot, to hold TOC entries to them (records
+        # only point backwards, so a TOC is checked after the snapshots it names).
+        self.snap_counts: dict[int, tuple[int, int]] = {}
 
     def problem(self, offset: int, reason: str, detail: str) -> None:
         self.report.problems.append(Problem(offset, reason, detail))
@@ -258,14 +261,27 @@ class _Checker:
                 runs, entries = decode_toc(payload, at)
                 for run in runs:
                     self.ref(at, run.offset, Kind.TOC, "TOC run")
-                for e in entries:
-                    self.ref(at, e.snapshot_offset, Kind.SNAPSHOT, "TOC entry snapshot", e.session_id)
-                    self.ref(at, e.session_offset, Kind.SESSION, "TOC entry session", e.session_id)
+                self.toc_entries(at, entries)
         except MemsegError as exc:
             self.problem(exc.offset if exc.offset is not None else at, exc.reason, str(exc))
 
+    def toc_entries(self, at: int, entries: list[TocEntry]) -> None:
+        seen: set[uuid.UUID] = set()
+        for e in entries:
+            if e.session_id in seen:
+                self.problem(at, "toc_entry", f"session {e.session_id} appears twice in one TOC")
+            seen.add(e.session_id)
+            self.ref(at, e.snapshot_offset, Kind.SNAPSHOT, "TOC entry snapshot", e.session_id)
+            self.ref(at, e.session_offset, Kind.SESSION, "TOC entry session", e.session_id)
+            counts = self.snap_counts.get(e.snapshot_offset)
+            if counts is not None and counts != (e.action_count, e.checkpoint_count):
+                self.problem(at, "count_mismatch", f"session {e.session_id}: TOC entry says "
+                             f"{e.action_count}/{e.checkpoint_count} actions/checkpoints, its "
+                             f"snapshot {counts[0]}/{counts[1]}")
+
     def snapshot(self, at: int, payload: bytes) -> None:
         snap = decode_snapshot(payload, at)
+        self.snap_counts[at] = (snap.action_count, snap.checkpoint_count)
         for name in ("session_offset", "index_offset", "last_block_offset"):
             target = int(getattr(snap, name, 0) or 0)
             if target:
@@ -375,6 +391,11 @@ def _check_sessions(m: Mapped, report: VerifyReport, progress: Callable[[int, in
                 actions.block(b)
             count = len(actions)
             checkpoints = session.checkpoints
+            if [c.id for c in checkpoints] != list(range(len(checkpoints))) or any(
+                    not 0 <= c.at_seq <= count for c in checkpoints):
+                report.problems.append(Problem(entry.snapshot_offset, "block_layout",
+                                               f"session {entry.session_id}: checkpoint ids do "
+                                               "not count up from 0, or one lies past the actions"))
             report.actions += count
             if count != entry.action_count or len(checkpoints) != entry.checkpoint_count:
                 report.problems.append(Problem(entry.snapshot_offset, "count_mismatch",

@@ -8,6 +8,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+
 from memseg.cli_common import (
     EXIT_OK,
     EXIT_PROBLEMS,
@@ -29,6 +31,7 @@ from memseg.cliout import (
     width,
 )
 from memseg.compare import diff_sessions
+from memseg.errors import MemsegError
 from memseg.forensics import FileInfo, info
 from memseg.model import Action, Checkpoint, SessionInfo
 from memseg.search import search
@@ -204,7 +207,11 @@ def _checkpoint_json(c: Checkpoint) -> dict[str, Any]:
             "snapshot": value_json(c.snapshot_type, c.snapshot)}
 
 
+Damage = list[tuple[int, int, MemsegError]]
+
+
 def cmd_show(args: argparse.Namespace, out: Out) -> int:
+    damage: Damage = []
     with open_reader(args.file) as store:
         session = store.session(resolve_session(store, args.session))
         s = session.info
@@ -212,16 +219,22 @@ def cmd_show(args: argparse.Namespace, out: Out) -> int:
         stop = len(actions) if args.seq_to is None else min(len(actions), args.seq_to + 1)
         start = max(0, args.seq_from)
         kinds = set(args.kind) if args.kind else None
-        picked = (a for a in _window(actions, start, stop) if kinds is None or a.kind in kinds)
-        checkpoints = session.checkpoints
-        if args.jsonl:
-            for a in picked:
-                out.jsonl(action_json(a))
-            return EXIT_OK
-        if args.json:
-            out.json({"session": _info_json(s), "checkpoints": [_checkpoint_json(c) for c in checkpoints],
-                      "actions": [action_json(a) for a in picked]})
-            return EXIT_OK
+        picked = (a for a in _window(actions, start, stop, damage) if kinds is None or a.kind in kinds)
+        try:
+            checkpoints = session.checkpoints
+        except MemsegError as exc:
+            checkpoints = []
+            damage.append((0, 0, exc))
+        if args.jsonl or args.json:
+            if args.jsonl:
+                for a in picked:
+                    out.jsonl(action_json(a))
+            else:
+                out.json({"session": _info_json(s),
+                          "checkpoints": [_checkpoint_json(c) for c in checkpoints],
+                          "actions": [action_json(a) for a in picked]})
+            _report_damage(out, damage, to_stderr=True)
+            return EXIT_PROBLEMS if damage else EXIT_OK
         out.fields([
             ("session", f"{s.id}  {out.style(s.name or '-', 'bold')}"),
             ("state", out.state(s.state.value) + (f"  ({s.status})" if s.status else "")),
@@ -240,15 +253,37 @@ def cmd_show(args: argparse.Namespace, out: Out) -> int:
                 [c.id, c.at_seq, when(c.ts_ns), preview(c.snapshot_type, c.snapshot, width() - 40)]
                 for c in checkpoints], right=(0, 1))
         out.line()
-        t0 = int(actions.ts_ns[0]) if len(actions) else 0
-        _print_actions(out, list(picked), t0, args.payload)
-    return EXIT_OK
+        shown = list(picked)
+        _print_actions(out, shown, shown[0].ts_ns if shown else 0, args.payload)
+    _report_damage(out, damage, to_stderr=False)
+    return EXIT_PROBLEMS if damage else EXIT_OK
 
 
-def _window(actions: Actions, start: int, stop: int) -> Iterator[Action]:
-    """Actions ``start``..``stop`` a few thousand at a time, so --jsonl streams a session of any size."""
-    for lo in range(start, stop, 4096):
-        yield from actions[lo : min(stop, lo + 4096)]
+def _window(actions: Actions, start: int, stop: int, damage: Damage) -> Iterator[Action]:
+    """Actions ``start``..``stop``, one block at a time, so --jsonl streams a session of any
+    size and a damaged block costs only its own actions (noted in ``damage``)."""
+    counts = actions.refs["actions"].astype(np.int64)
+    bounds = np.concatenate([[0], np.cumsum(counts)]).tolist()
+    for b in range(len(counts)):
+        lo, hi = max(start, bounds[b]), min(stop, bounds[b + 1])
+        if lo >= hi:
+            continue
+        try:
+            chunk = actions[lo:hi]
+        except MemsegError as exc:
+            damage.append((lo, hi, exc))
+            continue
+        yield from chunk
+
+
+def _report_damage(out: Out, damage: Damage, *, to_stderr: bool) -> None:
+    for lo, hi, exc in damage:
+        what = f"actions {lo}..{hi - 1}" if hi > lo else "checkpoints"
+        text = f"{what} unreadable: {exc}"
+        if to_stderr:
+            out.error(text)
+        else:
+            out.line(out.style(text, "red"))
 
 
 def _print_actions(out: Out, actions: list[Action], t0: int, full: bool) -> None:
@@ -352,10 +387,12 @@ def cmd_replay(args: argparse.Namespace, out: Out) -> int:
     with open_reader(args.file) as store:
         session = store.session(resolve_session(store, args.session))
         actions = session.actions
-        t0 = int(actions.ts_ns[0]) if len(actions) else 0
+        damage: Damage = []
+        t0: int | None = None
         prev: int | None = None
         room = max(20, width() - 40)
-        for a in actions:
+        for a in _window(actions, 0, len(actions), damage):
+            t0 = a.ts_ns if t0 is None else t0
             if args.speed > 0 and prev is not None:
                 wait = max(0.0, (a.ts_ns - prev) / 1e9 / args.speed)
                 time.sleep(min(wait, args.max_wait))
@@ -369,7 +406,8 @@ def cmd_replay(args: argparse.Namespace, out: Out) -> int:
                     out.line(f"{'':>8}  {'':6} -> {preview(a.result_type, a.result, room)}")
             if args.speed > 0:
                 out.stdout.flush()
-    return EXIT_OK
+    _report_damage(out, damage, to_stderr=True)
+    return EXIT_PROBLEMS if damage else EXIT_OK
 
 
 def cmd_search(args: argparse.Namespace, out: Out) -> int:
@@ -381,19 +419,22 @@ def cmd_search(args: argparse.Namespace, out: Out) -> int:
         raise UsageError(f"bad pattern: {exc}") from None
     bar = out.progress("searching")
     hits = []
+    damaged: list[MemsegError] = []
     with open_reader(args.file) as store:
         sessions = [str(resolve_session(store, k)) for k in args.session] if args.session else None
         for hit in search(store, args.pattern, regex=args.regex,
                           ignore_case=args.ignore_case, kinds=args.kind, sessions=sessions,
-                          results=args.results, progress=bar):
+                          results=args.results, progress=bar, on_error=damaged.append):
             hits.append(hit)
             if not args.json:
                 _print_hit(out, hit)
             if args.limit is not None and len(hits) >= args.limit:
                 break
     out.end_progress(bar)
+    for err in damaged:
+        out.error(f"skipped a damaged block: {err}")
     if args.json:
-        out.json({"count": len(hits), "hits": [
+        out.json({"count": len(hits), "damaged_blocks": len(damaged), "hits": [
             {"session_id": h.session_id, "session_name": h.session_name, "seq": h.seq,
              "kind": h.kind, "ts_ns": h.ts_ns, "part": h.part, "start": h.start, "end": h.end,
              "context": h.context.decode("utf-8", "replace")} for h in hits]})

@@ -13,13 +13,14 @@ import bisect
 import os
 import re
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from memseg.blocks import BlockView
+from memseg.errors import MemsegError
 from memseg.forensics import Rescued, open_readonly
 from memseg.format import RESULT_SHIFT, VALUE_MASK, ValueType
 from memseg.scan import Progress
@@ -27,6 +28,7 @@ from memseg.store import Store
 from memseg.view import Session
 
 _CONTEXT = 40
+OnError = Callable[[MemsegError], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +97,11 @@ def _matches(rx: re.Pattern[bytes], blob: bytes, starts: list[int], ends: list[i
 
 
 def search_session(session: Session, rx: re.Pattern[bytes], *, kinds: Iterable[str] | None = None,
-                   results: bool = False) -> Iterator[SearchHit]:
-    """Matches in one session, in seq order (payloads; results too if ``results``)."""
+                   results: bool = False, on_error: OnError | None = None) -> Iterator[SearchHit]:
+    """Matches in one session, in seq order (payloads; results too if ``results``).
+
+    A damaged block raises CorruptError, or, with ``on_error``, is reported to it and skipped.
+    """
     actions = session.actions
     names = actions.kinds
     allowed: npt.NDArray[np.bool_] | None = None
@@ -107,14 +112,20 @@ def search_session(session: Session, rx: re.Pattern[bytes], *, kinds: Iterable[s
             return
     info = session.info
     for b in range(len(actions.refs)):
-        block = actions.block(b)
-        n = block.count
-        if not n:
+        try:
+            block = actions.block(b)
+            n = block.count
+            if not n:
+                continue
+            codes_arr = np.minimum(block.kinds, len(names))
+            if allowed is not None and not allowed[codes_arr].any():
+                continue  # no action of a wanted kind: skip without decompressing
+            blob = block.blob()
+        except MemsegError as exc:
+            if on_error is None:
+                raise
+            on_error(exc)  # a damaged block: its actions cannot be searched
             continue
-        codes_arr = np.minimum(block.kinds, len(names))
-        if allowed is not None and not allowed[codes_arr].any():
-            continue  # no action of a wanted kind: skip without decompressing
-        blob = block.blob()
         hits = _block_hits(block, blob, rx, allowed, codes_arr.tolist(), results)
         for part, i, m0, m1, lo, hi in sorted(hits, key=lambda h: (h[1], h[0] == "result")):
             c0, c1 = max(lo, m0 - _CONTEXT), min(hi, m1 + _CONTEXT)
@@ -147,20 +158,23 @@ def _block_hits(block: BlockView, blob: bytes, rx: re.Pattern[bytes], allowed: n
 def search(source: str | os.PathLike[str] | Store | Rescued, pattern: str, *, regex: bool = False,
            ignore_case: bool = False, kinds: Iterable[str] | None = None,
            sessions: Iterable[str | uuid.UUID] | None = None, results: bool = False,
-           progress: Progress | None = None) -> Iterator[SearchHit]:
-    """Matching actions across all sessions (or ``sessions``), oldest session first."""
+           progress: Progress | None = None, on_error: OnError | None = None) -> Iterator[SearchHit]:
+    """Matching actions across all sessions (or ``sessions``), oldest session first.
+
+    Damaged blocks raise CorruptError, or, with ``on_error``, are reported to it and skipped.
+    """
     rx = compile_pattern(pattern, regex=regex, ignore_case=ignore_case)
     kind_list = list(kinds) if kinds is not None else None
     if not isinstance(source, str | os.PathLike):
-        yield from _search_store(source, rx, kind_list, sessions, results, progress)
+        yield from _search_store(source, rx, kind_list, sessions, results, progress, on_error)
         return
     with open_readonly(source) as store:
-        yield from _search_store(store, rx, kind_list, sessions, results, progress)
+        yield from _search_store(store, rx, kind_list, sessions, results, progress, on_error)
 
 
 def _search_store(store: Store | Rescued, rx: re.Pattern[bytes], kinds: list[str] | None,
                   sessions: Iterable[str | uuid.UUID] | None, results: bool,
-                  progress: Progress | None) -> Iterator[SearchHit]:
+                  progress: Progress | None, on_error: OnError | None) -> Iterator[SearchHit]:
     infos = store.sessions()
     if sessions is not None:
         keys = [store.session(k).info.id for k in sessions]
@@ -171,7 +185,7 @@ def _search_store(store: Store | Rescued, rx: re.Pattern[bytes], kinds: list[str
         if progress is not None:
             progress(done, total)
         yield from search_session(store.session(info.id), rx,
-                                  kinds=kinds, results=results)
+                                  kinds=kinds, results=results, on_error=on_error)
         done += info.stored_bytes
     if progress is not None:
         progress(total, total)

@@ -409,3 +409,26 @@ def test_terminal_gets_colour_and_a_progress_bar(demo: Path) -> None:
     plain = io.StringIO()
     assert main(["verify", str(demo)], stdout=plain, stderr=io.StringIO()) == 0
     assert "\x1b[" not in plain.getvalue()
+
+
+def test_show_search_replay_skip_a_damaged_block(capsys: pytest.CaptureFixture[str], demo: Path,
+                                                 tmp_path: Path) -> None:
+    first = next(r for r in memseg.scan(demo) if r.kind == "BLOCK")
+    with memseg.open(demo) as store:
+        session = store.session("fix-short-header")
+        assert session.actions.refs["offset"][0] == first.offset
+        lost = int(session.actions.refs["actions"][0])
+        total = len(session.actions)
+    raw = bytearray(demo.read_bytes())
+    raw[first.offset + first.length // 2] ^= 0xFF  # inside the compressed payloads
+    target = tmp_path / "damaged.mseg"
+    target.write_bytes(bytes(raw))
+    code, out, _ = run(capsys, "show", target, "fix-short-header")
+    assert code == 1 and f"actions 0..{lost - 1} unreadable" in out
+    code, out, err = run(capsys, "show", target, "fix-short-header", "--jsonl")
+    assert code == 1 and [json.loads(x)["seq"] for x in out.splitlines()] == list(range(lost, total))
+    assert "unreadable" in err
+    code, out, err = run(capsys, "replay", target, "fix-short-header", "--jsonl")
+    assert code == 1 and len(out.splitlines()) == total - lost
+    code, data = run_json(capsys, "search", target, "pytest")
+    assert code == 0 and data["damaged_blocks"] == 1 and data["count"] > 0

@@ -61,7 +61,7 @@ def test_seed_corpus_replays_clean() -> None:
     assert len(files) > 100
     stats: Counter[str] = Counter()
     for i, path in enumerate(files):
-        run_all_targets(path.read_bytes(), stats, trace=LONG or i % 5 == 0)
+        run_all_targets(path.read_bytes(), stats, trace=LONG or i % 10 == 0)
     record_figures("fuzz_corpus_replay", {"inputs": len(files), **stats})
 
 
@@ -75,7 +75,7 @@ def test_regression_stays_fixed(path: Path) -> None:
 HYPOTHESIS_STATS: Counter[str] = Counter()
 
 
-@settings(max_examples=1000 if LONG else 100)
+@settings(max_examples=1000 if LONG else 50)
 @given(data=damaged_files())
 def test_damaged_files_raise_only_memseg_errors(data: bytes) -> None:
     HYPOTHESIS_STATS["inputs"] += 1

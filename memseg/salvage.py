@@ -332,12 +332,15 @@ def _plan(session: Session | None, entry: TocEntry | None, item: _Found) -> tupl
             kinds = session.actions.kinds
         except MemsegError:
             kinds = ()
+    # The state of whatever was written last about the session: the TOC entry (which
+    # alone records archiving) unless a newer snapshot or block follows it.
     state, status = State.ACTIVE, None
     newest = item.snapshot[0] if item.snapshot else -1
-    if snap is not None and all(b.offset < newest for b in chosen):
-        state, status = snap.state, snap.status
-    elif snap is None and entry is not None:
+    last_block = max((b.offset for b in chosen), default=-1)
+    if entry is not None and newest <= entry.snapshot_offset and last_block < entry.snapshot_offset:
         state, status = entry.state, entry.status
+    elif snap is not None and last_block < newest:
+        state, status = snap.state, snap.status
     known_ck = max(entry.checkpoint_count if entry else 0, snap.checkpoint_count if snap else 0)
     out = SessionSalvage(sid, name, state.name.lower(), source, lost=lost,
                          damaged_blocks=item.damaged_blocks, notes=notes)

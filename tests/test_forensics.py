@@ -361,3 +361,18 @@ def test_search_does_not_match_across_two_payloads(tmp_path: Path) -> None:
     assert [h.seq for h in memseg.search(path, "abcd")] == [2]
     hits = list(memseg.search(path, "result", results=True))
     assert [(h.seq, h.part, h.start) for h in hits] == [(2, "result", 5)]
+
+
+def test_salvage_keeps_archived_sessions_archived(tmp_path: Path) -> None:
+    path = tmp_path / "arch.mseg"
+    with memseg.open(path, "a") as store:
+        for name in ("old", "new"):
+            rec = store.start_session(name)
+            rec.record("step", {"name": name})
+            rec.end("ok")
+        store.archive("old")
+    report = memseg.salvage(path, tmp_path / "out.mseg")
+    assert report.complete
+    with memseg.open(tmp_path / "out.mseg") as out:
+        assert {i.name: i.state.value for i in out.sessions()} == {"old": "archived", "new": "ended"}
+        assert [a.value() for a in out.session("old").actions] == [{"name": "old"}]

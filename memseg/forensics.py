@@ -19,7 +19,7 @@ import numpy as np
 
 from memseg.blocks import BlockView
 from memseg.container import Commit, Located, check_region, parse_trailer
-from memseg.errors import CorruptError, MemsegError, NotMemsegError
+from memseg.errors import CorruptError, MemsegError, NotMemsegError, VersionError
 from memseg.format import FILE_HEADER, RECORD_HEADER, Kind, State
 from memseg.framing import parse_header, read_payload
 from memseg.model import SessionInfo
@@ -98,7 +98,9 @@ def open_readonly(path: str | os.PathLike[str]) -> Store | Rescued:
     spath = os.fspath(path)
     try:
         return open_store(spath, "r")
-    except (CorruptError, NotMemsegError):
+    except (CorruptError, NotMemsegError, VersionError):
+        # Rescued re-raises VersionError when the header's CRC holds (a genuinely
+        # newer file) and NotMemsegError when no record carries a file tag.
         return Rescued(spath)
 
 

@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import memseg
+from memseg.codec import crc32c
 from memseg.forensics import info, open_readonly
 from memseg.format import FILE_HEADER
 from memseg.scan import GAP, OK, TORN
@@ -376,3 +377,23 @@ def test_salvage_keeps_archived_sessions_archived(tmp_path: Path) -> None:
     with memseg.open(tmp_path / "out.mseg") as out:
         assert {i.name: i.state.value for i in out.sessions()} == {"old": "archived", "new": "ended"}
         assert [a.value() for a in out.session("old").actions] == [{"name": "old"}]
+
+
+def test_a_damaged_version_field_is_damage_but_a_newer_version_is_refused(
+        sample: tuple[Path, dict[uuid.UUID, ModelSession]], tmp_path: Path) -> None:
+    path, model = sample
+    data = bytearray(path.read_bytes())
+    data[8] = 2  # major version 2, header CRC left as it was: a damaged byte
+    damaged = tmp_path / "damaged.mseg"
+    damaged.write_bytes(bytes(data))
+    with open_readonly(damaged) as store:
+        assert {i.id for i in store.sessions()} == set(model)
+    assert any(p.reason == "major_version" for p in memseg.verify(damaged).problems)
+    head = bytes(data[: FILE_HEADER.size - 4])
+    data[FILE_HEADER.size - 4 : FILE_HEADER.size] = crc32c(head).to_bytes(4, "little")
+    newer = tmp_path / "newer.mseg"
+    newer.write_bytes(bytes(data))
+    for call in (open_readonly, memseg.verify, memseg.scan, info):
+        with pytest.raises(memseg.VersionError) as err:
+            call(newer)
+        assert err.value.reason == "major_version"

@@ -126,6 +126,18 @@ def _advance(offset: int, snap: Snapshot) -> tuple[int, int, int, int]:
     return snap.action_count, snap.checkpoint_count, len(snap.kinds), offset
 
 
+@dataclass(slots=True)
+class _Plan:
+    """What will be written for one session."""
+
+    out: SessionSalvage
+    meta: dict[str, Any]
+    kinds: tuple[str, ...]
+    chosen: list[_BlockRef]
+    state: State
+    status: str | None
+
+
 def _collect(m: Mapped, records: list[RecordInfo], report: SalvageReport) -> dict[uuid.UUID, _Found]:
     found: dict[uuid.UUID, _Found] = {}
     buf, tag = m.buf, m.header.tag
@@ -204,18 +216,18 @@ def _chain(blocks: list[_BlockRef], preferred: set[int], known: int
     return chosen, lost
 
 
-def _write_session(store: Store, m: Mapped, sid: uuid.UUID, name: str | None, meta: dict[str, Any],
-                   kinds: tuple[str, ...], chosen: list[_BlockRef], state: State,
-                   status: str | None, out: SessionSalvage,
-                   tick: Callable[[int], None]) -> None:
+def _write_session(store: Store, m: Mapped, plan: _Plan, tick: Callable[[int], None]) -> None:
+    """Record one session's recovered actions and checkpoints into ``store``, in seq order."""
+    out, chosen = plan.out, plan.chosen
+
     def view(ref: _BlockRef) -> BlockView:
         return BlockView(m.buf, parse_header(m.buf, ref.offset, m.size, m.header.tag))
 
-    rec = store.start_session(name, meta=meta, session_id=sid)
+    rec = store.start_session(out.name, meta=plan.meta, session_id=out.session_id)
     checkpoints: list[Checkpoint] = sorted(
         (c for ref in chosen if ref.checkpoint_count for c in view(ref).checkpoints()),
         key=lambda c: (c.at_seq, c.id))
-    names = list(kinds)
+    names = list(plan.kinds)
     ci = 0
     for ref in chosen:
         block = view(ref)
@@ -235,17 +247,12 @@ def _write_session(store: Store, m: Mapped, sid: uuid.UUID, name: str | None, me
         rec.checkpoint(c.value(), ts_ns=c.ts_ns)
     out.actions = sum(b.count for b in chosen)
     out.checkpoints = len(checkpoints)
-    if state == State.ACTIVE:
+    if plan.state == State.ACTIVE:
         rec.flush()  # closing the store leaves it active
         return
-    rec.end(status)
-    if state == State.ARCHIVED:
-        archive = getattr(store, "archive", None)
-        if archive is not None:
-            archive(sid)
-        else:
-            out.state = "ended"
-            out.notes.append("was archived; written as ended")
+    rec.end(plan.status)
+    if plan.state == State.ARCHIVED:
+        store.archive(out.session_id)
 
 
 def salvage(src: str | os.PathLike[str], dst: str | os.PathLike[str],
@@ -270,7 +277,7 @@ def salvage(src: str | os.PathLike[str], dst: str | os.PathLike[str],
         floor = view.commit.toc_offset if view.commit else FILE_HEADER.size
         order = sorted(set(found) | set(entries), key=lambda s: (
             entries[s].session_offset if s in entries else found[s].first_offset))
-        plans = []
+        plans: list[_Plan] = []
         for sid in order:
             item = found.get(sid, _Found())
             entry = entries.get(sid)
@@ -281,10 +288,14 @@ def salvage(src: str | os.PathLike[str], dst: str | os.PathLike[str],
                 report.skipped.append((sid, "deleted: not in the table of contents of commit "
                                        f"{view.commit.seq}"))
                 continue
-            plans.append(_plan(view.session(sid) if entry else None, entry, item))
+            try:
+                session = view.session(sid) if entry else None
+            except MemsegError:
+                session = None
+            plans.append(_plan(session, entry, item))
         with open_store(sdst, "a") as store:
             done = 0
-            work = max(1, sum(len(p[0].blocks) for p in plans))
+            work = max(1, sum(len(p.chosen) for p in plans))
 
             def tick(_n: int) -> None:
                 nonlocal done
@@ -292,16 +303,13 @@ def salvage(src: str | os.PathLike[str], dst: str | os.PathLike[str],
                 if progress is not None:
                     progress(m.size + m.size * done // work, total)
 
-            for _item, _entry, out, meta, kinds, chosen, state, status in plans:
-                _write_session(store, m, out.session_id, out.name, meta, kinds, chosen, state,
-                               status, out, tick)
-                report.sessions.append(out)
+            for plan in plans:
+                _write_session(store, m, plan, tick)
+                report.sessions.append(plan.out)
     return report
 
 
-def _plan(session: Session | None, entry: TocEntry | None, item: _Found) -> tuple[
-        _Found, TocEntry | None, SessionSalvage, dict[str, Any], tuple[str, ...],
-        list[_BlockRef], State, str | None]:
+def _plan(session: Session | None, entry: TocEntry | None, item: _Found) -> _Plan:
     """Decide what to write for one session."""
     snap = item.snapshot[1] if item.snapshot else None
     sid = entry.session_id if entry else (snap.session_id if snap else (
@@ -345,4 +353,4 @@ def _plan(session: Session | None, entry: TocEntry | None, item: _Found) -> tupl
     out = SessionSalvage(sid, name, state.name.lower(), source, lost=lost,
                          damaged_blocks=item.damaged_blocks, notes=notes)
     out.lost_checkpoints = max(0, known_ck - sum(b.checkpoint_count for b in chosen))
-    return item, entry, out, meta, kinds, chosen, state, status
+    return _Plan(out, meta, kinds, chosen, state, status)

@@ -18,7 +18,7 @@ from typing import Any
 from memseg.blocks import BlockView
 from memseg.codec import json_object
 from memseg.errors import MemsegError
-from memseg.format import FILE_HEADER, Kind, State
+from memseg.format import Kind, State
 from memseg.framing import parse_header, read_payload
 from memseg.model import Checkpoint
 from memseg.records import SessionRecord, Snapshot, decode_session, decode_snapshot
@@ -88,8 +88,7 @@ class SalvageReport:
     @property
     def complete(self) -> bool:
         """True when nothing was found damaged and every session came over whole."""
-        lost = [s for s in self.skipped if not s[1].startswith("deleted")]
-        return not self.damaged and not lost and all(s.complete for s in self.sessions)
+        return not self.damaged and not self.skipped and all(s.complete for s in self.sessions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,14 +111,12 @@ class _Found:
     damaged_blocks: int = 0
     session: tuple[int, SessionRecord] | None = None
     snapshot: tuple[int, Snapshot] | None = None
-    # Offsets of its records, to tell a deleted session from an uncommitted one.
+    # Where its first intact record is, to write sessions in the order they began.
     first_offset: int = -1
-    last_offset: int = -1
 
     def seen(self, offset: int) -> None:
         if self.first_offset < 0:
             self.first_offset = offset
-        self.last_offset = max(self.last_offset, offset)
 
 
 def _advance(offset: int, snap: Snapshot) -> tuple[int, int, int, int]:
@@ -274,7 +271,6 @@ def salvage(src: str | os.PathLike[str], dst: str | os.PathLike[str],
         report.torn_tail_bytes = m.size - tail[0].offset if tail else 0
         found = _collect(m, records, report)
         entries: dict[uuid.UUID, TocEntry] = dict(view.entries)
-        floor = view.commit.toc_offset if view.commit else FILE_HEADER.size
         order = sorted(set(found) | set(entries), key=lambda s: (
             entries[s].session_offset if s in entries else found[s].first_offset))
         plans: list[_Plan] = []
@@ -283,10 +279,6 @@ def salvage(src: str | os.PathLike[str], dst: str | os.PathLike[str],
             entry = entries.get(sid)
             if entry is None and item.session is None and item.snapshot is None and not item.blocks:
                 report.skipped.append((sid, "only damaged records remain"))
-                continue
-            if entry is None and view.commit is not None and 0 <= item.last_offset < floor:
-                report.skipped.append((sid, "deleted: not in the table of contents of commit "
-                                       f"{view.commit.seq}"))
                 continue
             try:
                 session = view.session(sid) if entry else None

@@ -397,3 +397,27 @@ def test_a_damaged_version_field_is_damage_but_a_newer_version_is_refused(
         with pytest.raises(memseg.VersionError) as err:
             call(newer)
         assert err.value.reason == "major_version"
+
+
+def test_salvage_recovers_a_session_whose_only_commit_is_unverified(tmp_path: Path) -> None:
+    path = tmp_path / "unverified.mseg"
+    with memseg.open(path, "a") as store:
+        rec = store.start_session("a")
+        for i in range(10):
+            rec.record("step", {"i": i})
+        rec.flush()
+    toc = next(r for r in memseg.scan(path) if r.kind == "TOC")
+    raw = bytearray(path.read_bytes())
+    raw[toc.offset + 40] ^= 0x01  # the commit's region CRC no longer holds
+    path.write_bytes(bytes(raw))
+    with memseg.open(path, "r") as store:
+        assert store.sessions() == [] and store.located.unverified
+    with memseg.open(path, "a") as store:  # keeps the unverified bytes, commits after them
+        rec = store.start_session("b")
+        rec.record("step", {"j": 1})
+        rec.end()
+    report = memseg.salvage(path, tmp_path / "out.mseg")
+    assert {(s.name, s.source, s.actions) for s in report.sessions} == {
+        ("a", "uncommitted", 10), ("b", "committed", 1)}
+    with memseg.open(tmp_path / "out.mseg") as out:
+        assert [a.value() for a in out.session("a").actions] == [{"i": i} for i in range(10)]

@@ -7,7 +7,6 @@ like any writer and exit 2 if another process holds it.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 
 import memseg
@@ -84,8 +83,7 @@ def cmd_demo(args: argparse.Namespace, out: Out) -> int:
 
 def _report(out: Out, as_json: bool, report: object, lines: list[str]) -> None:
     if as_json:
-        out.json(dataclasses.asdict(report) if dataclasses.is_dataclass(report)  # type: ignore[arg-type]
-                 else report)
+        out.json(report)
     else:
         for line in lines:
             out.line(line)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from memseg.cli_common import EXIT_OK, EXIT_PROBLEMS, Subparsers, UsageError
 from memseg.cliout import Out, short_id, size
-from memseg.forensics import is_torn_tail, verify
-from memseg.salvage import salvage
+from memseg.forensics import VerifyReport, is_torn_tail, verify
+from memseg.salvage import SalvageReport, salvage
 from memseg.scan import OK, scan
 
 
@@ -41,9 +42,9 @@ def cmd_verify(args: argparse.Namespace, out: Out) -> int:
         out.json({"ok": report.ok, **_asdict(report)})
         return EXIT_OK if report.ok else EXIT_PROBLEMS
     for p in report.problems:
-        out.line(f"{p.offset:>12}  {out.style(p.reason, 'red'):<20}  {p.detail}")
+        out.line(f"{p.offset:>12}  {out.style(f'{p.reason:<20}', 'red')}  {p.detail}")
     for n in report.notes:
-        out.line(f"{n.offset:>12}  {out.style(n.reason, 'yellow'):<20}  {n.detail}")
+        out.line(f"{n.offset:>12}  {out.style(f'{n.reason:<20}', 'yellow')}  {n.detail}")
     summary = (f"{report.records} records, {report.commits} commits, {report.sessions} sessions, "
                f"{report.actions} actions")
     if report.ok:
@@ -54,10 +55,8 @@ def cmd_verify(args: argparse.Namespace, out: Out) -> int:
     return EXIT_PROBLEMS
 
 
-def _asdict(report: object) -> dict[str, object]:
-    import dataclasses
-
-    return dataclasses.asdict(report)  # type: ignore[call-overload, no-any-return]
+def _asdict(report: VerifyReport | SalvageReport) -> dict[str, object]:
+    return dataclasses.asdict(report)
 
 
 def cmd_scan(args: argparse.Namespace, out: Out) -> int:

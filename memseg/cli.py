@@ -46,6 +46,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
     """Run the command line; returns the exit code."""
     out = Out(stdout, stderr)
     parser = build_parser()
+    args = argparse.Namespace()
     try:
         args = parser.parse_args(argv)
         run: Command | None = getattr(args, "run", None)
@@ -69,7 +70,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
         if isinstance(exc, BrokenPipeError):
             _quiet_stdout()
             return EXIT_OK
-        out.error(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
+        name = exc.filename or getattr(args, "file", None) or getattr(args, "src", "")
+        out.error(f"{name}: {exc.strerror or exc}".lstrip(": "))
         return EXIT_USAGE
     except MemsegError as exc:
         out.error(f"damaged data: {exc}")

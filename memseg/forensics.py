@@ -35,6 +35,7 @@ from memseg.scan import (
     mapped,
     mapped_bytes,
     open_view,
+    require_regular_file,
     scan,
     scan_bytes,
     scan_mapped,
@@ -96,6 +97,7 @@ def open_readonly(path: str | os.PathLike[str]) -> Store | Rescued:
     for a newer major version, OSError when the file cannot be opened.
     """
     spath = os.fspath(path)
+    require_regular_file(spath)
     try:
         return open_store(spath, "r")
     except (CorruptError, NotMemsegError, VersionError):

@@ -432,3 +432,13 @@ def test_show_search_replay_skip_a_damaged_block(capsys: pytest.CaptureFixture[s
     assert code == 1 and len(out.splitlines()) == total - lost
     code, data = run_json(capsys, "search", target, "pytest")
     assert code == 0 and data["damaged_blocks"] == 1 and data["count"] > 0
+
+
+def test_directories_and_fifos_are_refused_without_blocking(capsys: pytest.CaptureFixture[str],
+                                                            tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for target in (tmp_path, fifo):
+        for command in ("info", "ls", "verify", "scan"):
+            code, _, err = run(capsys, command, target)
+            assert code == 2 and "not a regular file" in err

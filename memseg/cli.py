@@ -29,7 +29,11 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    parser = _Parser(prog="memseg", description="Look into, check, search and repair memseg files.")
+    parser = _Parser(
+        prog="memseg", description="Look into, check, search and repair memseg files.",
+        epilog="exit status: 0 fine, 1 problems found (damage, differences, no match), "
+               "2 usage error or unreadable input. Commands that only read never write, lock "
+               "or truncate the file; every command takes --json (show and replay: --jsonl).")
     from memseg import __version__
 
     parser.add_argument("--version", action="version", version=f"memseg {__version__}")

@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="memseg", description="Look into, check, search and repair memseg files.",
         epilog="exit status: 0 fine, 1 problems found (damage, differences, no match), "
                "2 usage error or unreadable input. Commands that only read never write, lock "
-               "or truncate the file; every command takes --json (show and replay: --jsonl).")
+               "or truncate the file. Every command takes --json (replay: --jsonl).")
     from memseg import __version__
 
     parser.add_argument("--version", action="version", version=f"memseg {__version__}")

@@ -185,10 +185,15 @@ class Runner:
         reader = self.stores[name].reader(root)
         listed = reader.sessions()
         reader.close()
-        counts = sorted(x.events for x in listed)
-        expected = sorted(len(s.events) for s in self.sessions)
-        if counts != expected:
-            raise WrongResultError(f"listed event counts {counts[:3]}... expected {expected[:3]}...")
+        by_key = {str(s.id): s for s in self.sessions}
+        for row in listed:
+            session = by_key.get(row.key)
+            if session is None:
+                raise WrongResultError(f"listed an unknown session {row.key}")
+            if row.events != len(session.events) or row.name != session.name:
+                raise WrongResultError(f"listed {row.name} with {row.events} events")
+            if row.meta.get("model") != session.meta["model"]:
+                raise WrongResultError(f"listed {row.name} with meta {row.meta}")
         return self.open_list_time(name, root, len(self.sessions))
 
     def _load_session(self, name: str) -> float:

@@ -40,12 +40,17 @@ class SyncMode(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Listed:
-    """One row of a session listing: what every store can answer without reading payloads."""
+    """One row of a session listing: what every store can answer without reading payloads.
+
+    `meta` is the decoded metadata (model, repository, branch): a listing is
+    what a session picker shows, and memseg's listing always decodes it.
+    """
 
     key: str
     name: str
     events: int
     status: str
+    meta: dict[str, object]
 
 
 class Writer(ABC):

@@ -115,7 +115,7 @@ class GzipReader(Reader):
         out: list[Listed] = []
         for line in (self._root / INDEX).read_bytes().splitlines():
             m = orjson.loads(line)
-            out.append(Listed(m["id"], m["name"], m["events"], m["status"]))
+            out.append(Listed(m["id"], m["name"], m["events"], m["status"], m["meta"]))
         return out
 
     def load(self, key: str) -> int:

@@ -109,7 +109,7 @@ class JsonlReader(Reader):
             if entry.is_dir():
                 with open(os.path.join(entry.path, "meta.json"), "rb") as f:
                     m = orjson.loads(f.read())
-                out.append(Listed(m["id"], m["name"], m.get("events", 0), m["status"]))
+                out.append(Listed(m["id"], m["name"], m.get("events", 0), m["status"], m["meta"]))
         return out
 
     def load(self, key: str) -> int:

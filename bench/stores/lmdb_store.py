@@ -100,7 +100,7 @@ class LmdbReader(Reader):
         with self._env.begin(db=self._sessions) as txn:
             for _key, value in txn.cursor():
                 h = orjson.loads(value)
-                out.append(Listed(h["id"], h["name"], h.get("events", 0), h["status"]))
+                out.append(Listed(h["id"], h["name"], h.get("events", 0), h["status"], h["meta"]))
         return out
 
     def load(self, key: str) -> int:

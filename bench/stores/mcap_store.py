@@ -120,6 +120,7 @@ class McapStoreReader(Reader):
                         orjson.loads(channel.metadata["name"]),
                         counts.get(channel.id, 0),
                         end.get("status", "running"),
+                        orjson.loads(channel.metadata["meta"]),
                     )
                 )
         return out

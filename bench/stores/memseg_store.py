@@ -58,7 +58,8 @@ class MemsegReader(Reader):
 
     def sessions(self) -> list[Listed]:
         return [
-            Listed(str(i.id), i.name or "", i.action_count, str(i.state)) for i in self._store.sessions()
+            Listed(str(i.id), i.name or "", i.action_count, str(i.state), i.meta)
+            for i in self._store.sessions()
         ]
 
     def load(self, key: str) -> int:

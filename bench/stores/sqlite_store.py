@@ -115,8 +115,10 @@ class SqliteReader(Reader):
         self._conn = sqlite3.connect(root / DB_NAME, isolation_level=None)
 
     def sessions(self) -> list[Listed]:
-        rows = self._conn.execute("SELECT id, name, event_count, status FROM sessions").fetchall()
-        return [Listed(r[0], r[1], r[2], r[3]) for r in rows]
+        rows = self._conn.execute(
+            "SELECT id, name, event_count, status, meta FROM sessions"
+        ).fetchall()
+        return [Listed(r[0], r[1], r[2], r[3], orjson.loads(r[4])) for r in rows]
 
     def load(self, key: str) -> int:
         rows = self._conn.execute(

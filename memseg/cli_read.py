@@ -140,6 +140,9 @@ def print_info(out: Out, fi: FileInfo) -> None:
         pairs.append(("header", out.style(f"damaged: {fi.header_error}", "red")))
     for offset, why in fi.damaged_commits:
         pairs.append(("damaged", out.style(f"commit at {offset}: {why}", "red")))
+    for offset in fi.unverified_commits:
+        pairs.append(("unverified", out.style(f"commit at {offset}: its bytes did not all reach "
+                                              "the disk, or were damaged since", "red")))
     out.fields(pairs)
 
 
@@ -149,7 +152,8 @@ def cmd_info(args: argparse.Namespace, out: Out) -> int:
         out.json(fi)
     else:
         print_info(out, fi)
-    return EXIT_PROBLEMS if fi.header_error or fi.damaged_commits else EXIT_OK
+    return EXIT_PROBLEMS if fi.header_error or fi.damaged_commits or fi.unverified_commits \
+        else EXIT_OK
 
 
 def _info_json(s: SessionInfo) -> dict[str, Any]:

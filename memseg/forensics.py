@@ -52,8 +52,12 @@ class Rescued:
 
     def __init__(self, path: str) -> None:
         self._stack = contextlib.ExitStack()
-        self._m = self._stack.enter_context(mapped(path))
-        self._view, self._located = open_view(self._m)
+        try:
+            self._m = self._stack.enter_context(mapped(path))
+            self._view, self._located = open_view(self._m)
+        except BaseException:
+            self._stack.close()
+            raise
         self.path = path
         self.header_error = self._m.header_error
 
@@ -127,10 +131,12 @@ class FileInfo:
     checkpoints: int
     bytes_live: int
     bytes_archived: int
-    # Committed bytes no session accounts for: TOCs, trailers, deleted sessions.
+    # Committed bytes no session accounts for: TOCs, trailers, records no TOC entry claims.
     bytes_dead: int
     tail_bytes: int
     damaged_commits: list[tuple[int, str]]
+    # Later trailers whose region CRC fails (SPEC.md section 11), newest first.
+    unverified_commits: list[int]
 
 
 def info(path: str | os.PathLike[str]) -> FileInfo:
@@ -162,6 +168,7 @@ def info(path: str | os.PathLike[str]) -> FileInfo:
             bytes_dead=max(0, committed - min(m.size, FILE_HEADER.size) - live - archived),
             tail_bytes=located.tail_bytes,
             damaged_commits=[(off, str(exc)) for off, exc in located.damaged_commits],
+            unverified_commits=list(located.unverified),
         )
 
 

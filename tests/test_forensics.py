@@ -412,6 +412,7 @@ def test_salvage_recovers_a_session_whose_only_commit_is_unverified(tmp_path: Pa
     path.write_bytes(bytes(raw))
     with memseg.open(path, "r") as store:
         assert store.sessions() == [] and store.located.unverified
+    assert info(path).unverified_commits == list(store.located.unverified)
     with memseg.open(path, "a") as store:  # keeps the unverified bytes, commits after them
         rec = store.start_session("b")
         rec.record("step", {"j": 1})

@@ -28,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, help="best of N for reads")
     p.add_argument("--heavy-repeat", type=int, help="best of N for recording and dropping")
     p.add_argument("--flush-sessions", type=int, help="sessions for the every-100 mode (0: all)")
+    p.add_argument("--flush-repeat", type=int, help="best of N for the every-100 mode")
     p.add_argument("--long-events", type=int, help="events of the long session (default 1e6)")
     p.add_argument("--mem-file-mb", type=int, help="memseg file size for the memory target")
     p.add_argument("--stores", help="comma-separated subset of: " + ", ".join(REGISTRY))
@@ -55,6 +56,7 @@ def config_from(args: argparse.Namespace) -> Config:
         repeat=args.repeat,
         heavy_repeat=args.heavy_repeat,
         flush_sessions=args.flush_sessions,
+        flush_repeat=args.flush_repeat,
         long_events=args.long_events,
         mem_file_mb=args.mem_file_mb,
         stores=stores,

@@ -23,7 +23,10 @@ class Config:
     # sessions recorded with a durable flush every 100 events (0: all). Those
     # runs make one fsync per 100 events, so they are the slowest per event;
     # their events/s does not depend on how many sessions are recorded.
-    flush_sessions: int = 50
+    flush_sessions: int = 20
+    # best-of-N for that mode: its fsyncs make it the most exposed to other
+    # processes' disk traffic, and its runs are short enough to repeat.
+    flush_repeat: int = 3
     # events of the long session whose slices are read, against SHORT_SESSION.
     long_events: int = 1_000_000
     # size of the memseg file whose listing's peak memory is measured.
@@ -68,6 +71,7 @@ QUICK = Config(
     repeat=3,
     read_budget_s=0.5,
     flush_sessions=0,
+    flush_repeat=2,
     heavy_repeat=2,
     long_events=20_000,
     mem_file_mb=16,

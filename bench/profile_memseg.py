@@ -20,6 +20,7 @@ from pathlib import Path
 from bench.recording import FLUSH_EVERY, record_all
 from bench.stores.base import SyncMode
 from bench.stores.memseg_store import MemsegStore
+from bench.timing import freeze_workload
 from bench.workload import Session, make_workload
 
 
@@ -57,14 +58,19 @@ def _read_all(store: MemsegStore, root: Path, keys: list[str], op: str) -> None:
     reader.close()
 
 
+def _drop_half(store: MemsegStore, root: Path, keys: list[str]) -> None:
+    store.drop(root, keys[1::2])
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Profile recording (three modes), listing, loading and kind counts."""
+    """Profile recording (three modes), listing, loading, kind counts and dropping half."""
     p = argparse.ArgumentParser(prog="python -m bench.profile_memseg", description=__doc__)
     p.add_argument("--sessions", type=int, default=20)
     p.add_argument("--events", type=int, default=5000)
     p.add_argument("--top", type=int, default=15)
     args = p.parse_args(argv)
     sessions = make_workload(1, args.sessions, args.events)
+    freeze_workload()  # as the benchmark does: collections must not walk the workload
     store = MemsegStore()
     work = Path(tempfile.mkdtemp(prefix="memseg-profile-"))
     try:
@@ -80,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         keys = [str(s.id) for s in sessions]
         for op in ("list", "load", "kinds"):
             profile(op, partial(_read_all, store, root, keys, op), args.top)
+        profile("drop half (archive + compact)", partial(_drop_half, store, root, keys), args.top)
     finally:
         shutil.rmtree(work)
     return 0

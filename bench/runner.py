@@ -110,7 +110,10 @@ class Runner:
             total = sum(len(s.events) for s in sessions)
             best: dict[str, float] = {}
             errors: dict[str, str] = {}
-            for rep in range(self.cfg.heavy_repeat):
+            repeat = self.cfg.heavy_repeat
+            if mode is SyncMode.EVERY_100:
+                repeat = max(repeat, self.cfg.flush_repeat)
+            for rep in range(repeat):
                 for name, store in self.stores.items():
                     if name in errors or name in self.broken:
                         continue

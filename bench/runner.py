@@ -166,7 +166,8 @@ class Runner:
                 ("list_peak_rss", self._peak_rss),
             ):
                 value = self.attempt(op, name, partial(fn, name))
-                self.log(f"{op:16s} {name:10s} {value}")
+                if value is not None:
+                    self.log(f"{op:16s} {name:10s} {value:12.6g}")
 
     def open_list_time(self, name: str, root: Path, sessions: int) -> float:
         """Best time to open the store in `root`, list its sessions and close it."""

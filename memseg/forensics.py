@@ -39,7 +39,7 @@ from memseg.scan import (
     scan,
     scan_bytes,
     scan_mapped,
-    trailer_seq,
+    trailer_commit,
 )
 from memseg.store import Store
 from memseg.store import open as open_store
@@ -209,13 +209,27 @@ _REF_KINDS = {"session": Kind.SESSION, "snapshot": Kind.SNAPSHOT, "index": Kind.
               "block": Kind.BLOCK, "toc": Kind.TOC}
 
 
+@dataclass(frozen=True, slots=True)
+class _BlockFacts:
+    """What the record pass learnt of an intact block, to check sessions without re-reading it."""
+
+    session_id: uuid.UUID
+    first_seq: int
+    count: int
+    checkpoint_count: int
+    kind_counts: list[int]  # actions per kind code
+
+
 class _Checker:
     """Per-record structural checks; references are checked against the record map."""
 
-    def __init__(self, m: Mapped, records: list[RecordInfo], report: VerifyReport) -> None:
+    def __init__(self, m: Mapped, records: list[RecordInfo], report: VerifyReport,
+                 commits: dict[int, Commit | None]) -> None:
         self.m = m
         self.report = report
         self.starts = {r.offset: r for r in records if r.status == OK}
+        self.commits = commits
+        self.blocks: dict[int, _BlockFacts] = {}
         # Counts of each decoded snapshot, to hold TOC entries to them (records
         # only point backwards, so a TOC is checked after the snapshots it names).
         self.snap_counts: dict[int, tuple[int, int]] = {}
@@ -248,13 +262,17 @@ class _Checker:
                 block = BlockView(buf, head)
                 block.blob()
                 block.checkpoints()
+                counts = np.bincount(block.kinds).tolist() if block.count else []
+                self.blocks[at] = _BlockFacts(block.session_id, block.first_seq, block.count,
+                                              block.checkpoint_count, counts)
                 prev = int(getattr(block, "prev_block", 0))
                 if prev:
                     self.ref(at, prev, Kind.BLOCK, "previous block", block.session_id)
                 return
             if rec.kind_code == Kind.TRAILER:
-                commit = parse_trailer(bytes(buf[at : rec.end]), at, tag)
-                check_region(lambda o, n: bytes(buf[o : o + n]), commit)
+                if self.commits.get(at) is None:  # run the checks again for their error
+                    commit = parse_trailer(bytes(buf[at : rec.end]), at, tag)
+                    check_region(lambda o, n: bytes(buf[o : o + n]), commit)
                 return
             payload = read_payload(buf, head)
             if rec.kind_code == Kind.SESSION:
@@ -336,8 +354,10 @@ def verify_mapped(m: Mapped, progress: Progress | None = None) -> VerifyReport:
         half = lambda done, _size: progress(done, total)  # noqa: E731
     records = scan_mapped(m, half)
     report.records = sum(1 for r in records if r.status == OK)
-    checker = _Checker(m, records, report)
-    trailers = [r for r in records if trailer_seq(m, r) is not None]
+    commits = {r.offset: trailer_commit(m, r) for r in records
+               if r.kind_code == Kind.TRAILER and r.status == OK}
+    checker = _Checker(m, records, report, commits)
+    trailers = [r for r in records if commits.get(r.offset) is not None]
     committed_end = trailers[-1].end if trailers else min(m.size, FILE_HEADER.size)
     report.committed_bytes = committed_end
     tail = [r for r in records if r.offset >= committed_end]
@@ -352,39 +372,39 @@ def verify_mapped(m: Mapped, progress: Progress | None = None) -> VerifyReport:
         report.notes.append(Problem(committed_end, "torn_tail", f"{m.size - committed_end} bytes "
                                     "after the last commit: a writer died or the copy was taken "
                                     "mid-write"))
-    _check_commits(m, trailers, checker, report)
-    _check_sessions(m, report, (lambda done, tot: progress(m.size + done * m.size // max(tot, 1),
+    _check_commits([c for c in commits.values() if c is not None], checker, report)
+    _check_sessions(m, report, checker, (lambda done, tot: progress(m.size + done * m.size // max(tot, 1),
                                                         2 * max(m.size, 1)))
                     if progress is not None else None)
     report.problems.sort(key=lambda p: p.offset)
     return report
 
 
-def _check_commits(m: Mapped, trailers: list[RecordInfo], checker: _Checker,
-                   report: VerifyReport) -> None:
+def _check_commits(commits: list[Commit], checker: _Checker, report: VerifyReport) -> None:
     """Trailers chain back one to the next, seqs count up by one, each names its own TOC."""
     prev: Commit | None = None
-    for rec in trailers:
-        commit = parse_trailer(bytes(m.buf[rec.offset : rec.end]), rec.offset, m.header.tag)
+    for commit in commits:
+        at = commit.trailer_offset
         report.commits += 1
         expected_prev = prev.trailer_offset if prev else 0
         if commit.prev_trailer_offset != expected_prev:
-            checker.problem(rec.offset, "commit_chain", f"previous trailer is "
+            checker.problem(at, "commit_chain", f"previous trailer is "
                             f"{commit.prev_trailer_offset}, expected {expected_prev}")
         if prev is not None and commit.seq != prev.seq + 1:
-            checker.problem(rec.offset, "commit_seq", f"seq {commit.seq} after {prev.seq}")
+            checker.problem(at, "commit_seq", f"seq {commit.seq} after {prev.seq}")
         low = prev.end if prev else FILE_HEADER.size
         if commit.toc_offset < low:
-            checker.problem(rec.offset, "bad_reference", f"TOC {commit.toc_offset} belongs to "
+            checker.problem(at, "bad_reference", f"TOC {commit.toc_offset} belongs to "
                             "an earlier commit")
-        checker.ref(rec.offset, commit.toc_offset, Kind.TOC, "trailer TOC")
+        checker.ref(at, commit.toc_offset, Kind.TOC, "trailer TOC")
         prev = commit
     report.last_commit_seq = prev.seq if prev else None
 
 
-def _check_sessions(m: Mapped, report: VerifyReport, progress: Callable[[int, int], None] | None
-                    ) -> None:
-    """Read every committed session end to end the way the library does."""
+def _check_sessions(m: Mapped, report: VerifyReport, checker: _Checker,
+                    progress: Callable[[int, int], None] | None) -> None:
+    """Every committed session's blocks, as the library's reader finds them, against what
+    the record pass found in those blocks (so no payload is decoded twice)."""
     view, located = open_view(m)
     for offset, exc in located.damaged_commits:
         report.problems.append(Problem(offset, "damaged_commit", str(exc)))
@@ -394,39 +414,52 @@ def _check_sessions(m: Mapped, report: VerifyReport, progress: Callable[[int, in
         if progress is not None:
             progress(i, len(entries))
         try:
-            session = Session(view, entry)
-            actions = session.actions
-            # Each block is matched against its reference (session, seq, counts, kind
-            # codes); its payload bytes were already checked record by record.
-            for b in range(len(actions.refs)):
-                actions.block(b)
-            count = len(actions)
-            checkpoints = session.checkpoints
-            if [c.id for c in checkpoints] != list(range(len(checkpoints))) or any(
-                    not 0 <= c.at_seq <= count for c in checkpoints):
-                report.problems.append(Problem(entry.snapshot_offset, "block_layout",
-                                               f"session {entry.session_id}: checkpoint ids do "
-                                               "not count up from 0, or one lies past the actions"))
-            report.actions += count
-            if count != entry.action_count or len(checkpoints) != entry.checkpoint_count:
-                report.problems.append(Problem(entry.snapshot_offset, "count_mismatch",
-                                               f"session {entry.session_id}: TOC says "
-                                               f"{entry.action_count}/{entry.checkpoint_count} "
-                                               f"actions/checkpoints, found {count}/"
-                                               f"{len(checkpoints)}"))
-            codes = actions.kind_codes
-            counts = np.bincount(codes, minlength=len(actions.kinds)).tolist() if len(codes) else []
-            got = {k: int(c) for k, c in zip(actions.kinds, counts, strict=False) if c}
-            if got != actions.kind_counts():
-                report.problems.append(Problem(entry.snapshot_offset, "kind_counts",
-                                               f"session {entry.session_id}: per-kind counts of "
-                                               "the snapshot do not match its blocks"))
+            _check_session(Session(view, entry), entry, checker, report)
         except MemsegError as exc:
             report.problems.append(Problem(exc.offset if exc.offset is not None
                                            else entry.snapshot_offset, exc.reason,
                                            f"session {entry.session_id}: {exc}"))
     if progress is not None:
         progress(len(entries), max(len(entries), 1))
+
+
+def _check_session(session: Session, entry: TocEntry, checker: _Checker,
+                   report: VerifyReport) -> None:
+    sid, at = entry.session_id, entry.snapshot_offset
+    actions = session.actions  # the snapshot, INDEX chain and block chain, as a reader loads them
+    kinds = len(actions.kinds)
+    per_kind = [0] * kinds
+    seq = 0
+    refs = actions.refs
+    for off, n, c in zip(refs["offset"].tolist(), refs["actions"].tolist(),
+                         refs["checkpoints"].tolist(), strict=True):
+        facts = checker.blocks.get(off)
+        if facts is None:
+            continue  # a damaged block: the record pass reported it
+        if (facts.session_id, facts.first_seq, facts.count, facts.checkpoint_count) != (sid, seq, n, c):
+            checker.problem(off, "block_mismatch", f"session {sid}: block does not match its "
+                            f"reference (seq {seq}, {n} actions, {c} checkpoints)")
+        if len(facts.kind_counts) > kinds:
+            checker.problem(off, "block_layout", f"session {sid}: kind code outside the "
+                            f"dictionary of {kinds} kinds")
+        for code, k in enumerate(facts.kind_counts[:kinds]):
+            per_kind[code] += k
+        seq += n
+    count = len(actions)
+    checkpoints = session.checkpoints
+    if [c.id for c in checkpoints] != list(range(len(checkpoints))) or any(
+            not 0 <= c.at_seq <= count for c in checkpoints):
+        checker.problem(at, "block_layout", f"session {sid}: checkpoint ids do not count up "
+                        "from 0, or one lies past the actions")
+    report.actions += count
+    if count != entry.action_count or len(checkpoints) != entry.checkpoint_count:
+        checker.problem(at, "count_mismatch", f"session {sid}: TOC says {entry.action_count}/"
+                        f"{entry.checkpoint_count} actions/checkpoints, found {count}/"
+                        f"{len(checkpoints)}")
+    got = {k: n for k, n in zip(actions.kinds, per_kind, strict=True) if n}
+    if got != actions.kind_counts():
+        checker.problem(at, "kind_counts", f"session {sid}: per-kind counts of the snapshot "
+                        "do not match its blocks")
 
 
 __all__ = ["FileInfo", "Problem", "RecordInfo", "Rescued", "SalvageReport", "SessionSalvage",

@@ -66,6 +66,7 @@ def register(sub: Subparsers) -> None:
 
 
 def cmd_demo(args: argparse.Namespace, out: Out) -> int:
+    """memseg demo: record the example sessions, then show the file."""
     record_demo(args.file)
     fi = info(args.file)
     if args.json:
@@ -90,6 +91,7 @@ def _report(out: Out, as_json: bool, report: object, lines: list[str]) -> None:
 
 
 def cmd_compact(args: argparse.Namespace, out: Out) -> int:
+    """memseg compact: the compactor, with a progress bar."""
     _must_exist(args.file)
     bar = out.progress("compacting")
     try:
@@ -111,6 +113,7 @@ def _keys(path: str, sessions: list[str]) -> list[str]:
 
 
 def cmd_archive(args: argparse.Namespace, out: Out) -> int:
+    """memseg archive / unarchive: change sessions' state in the TOC."""
     _must_exist(args.file)
     keys = _keys(args.file, args.sessions)
     with memseg.open(args.file, "a") as store:
@@ -122,6 +125,7 @@ def cmd_archive(args: argparse.Namespace, out: Out) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace, out: Out) -> int:
+    """memseg sweep: archive sessions inactive for some days (or say which, with --dry-run)."""
     _must_exist(args.file)
     if args.days < 0:
         raise UsageError("--days must be >= 0")
@@ -142,6 +146,7 @@ def cmd_sweep(args: argparse.Namespace, out: Out) -> int:
 
 
 def cmd_export(args: argparse.Namespace, out: Out) -> int:
+    """memseg export: copy sessions into another file."""
     _must_exist(args.file)
     if os.path.abspath(args.file) == os.path.abspath(args.dest):
         raise UsageError("DEST must differ from FILE")
@@ -156,6 +161,7 @@ def cmd_export(args: argparse.Namespace, out: Out) -> int:
 
 
 def cmd_import(args: argparse.Namespace, out: Out) -> int:
+    """memseg import: copy sessions of another file into this one."""
     _must_exist(args.src)
     if os.path.abspath(args.file) == os.path.abspath(args.src):
         raise UsageError("SRC must differ from FILE")

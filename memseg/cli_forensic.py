@@ -33,6 +33,7 @@ def register(sub: Subparsers) -> None:
 
 
 def cmd_verify(args: argparse.Namespace, out: Out) -> int:
+    """memseg verify: one line per problem; exit 1 if there is one."""
     bar = out.progress("verifying")
     try:
         report = verify(args.file, bar)
@@ -60,6 +61,7 @@ def _asdict(report: VerifyReport | SalvageReport) -> dict[str, object]:
 
 
 def cmd_scan(args: argparse.Namespace, out: Out) -> int:
+    """memseg scan: the record map; exit 1 on damage other than a torn tail."""
     bar = out.progress("scanning")
     try:
         records = scan(args.file, bar)
@@ -91,6 +93,7 @@ def cmd_scan(args: argparse.Namespace, out: Out) -> int:
 
 
 def cmd_salvage(args: argparse.Namespace, out: Out) -> int:
+    """memseg salvage: recover into a new file; exit 1 unless complete."""
     if args.src == args.dst:
         raise UsageError("salvage writes a new file: DST must differ from SRC")
     bar = out.progress("salvaging")

@@ -147,6 +147,7 @@ def print_info(out: Out, fi: FileInfo) -> None:
 
 
 def cmd_info(args: argparse.Namespace, out: Out) -> int:
+    """memseg info: the file summary; exit 1 if the header or a commit is damaged."""
     fi = info(args.file)
     if args.json:
         out.json(fi)
@@ -176,6 +177,7 @@ def print_sessions(out: Out, infos: list[SessionInfo]) -> None:
 
 
 def cmd_ls(args: argparse.Namespace, out: Out) -> int:
+    """memseg ls: the sessions table, filtered by state and name."""
     with open_reader(args.file) as store:
         infos = store.sessions()
     if args.state:
@@ -215,6 +217,7 @@ Damage = list[tuple[int, int, MemsegError]]
 
 
 def cmd_show(args: argparse.Namespace, out: Out) -> int:
+    """memseg show: a session's metadata, checkpoints and actions."""
     damage: Damage = []
     with open_reader(args.file) as store:
         session = store.session(resolve_session(store, args.session))
@@ -310,6 +313,7 @@ def _print_actions(out: Out, actions: list[Action], t0: int, full: bool) -> None
 
 
 def cmd_cat(args: argparse.Namespace, out: Out) -> int:
+    """memseg cat: one action's payload and result."""
     with open_reader(args.file) as store:
         session = store.session(resolve_session(store, args.session))
         n = len(session.actions)
@@ -347,6 +351,7 @@ def cmd_cat(args: argparse.Namespace, out: Out) -> int:
 
 
 def cmd_diff(args: argparse.Namespace, out: Out) -> int:
+    """memseg diff: compare two sessions; exit 1 if they differ."""
     with open_reader(args.file) as store:
         a = store.session(resolve_session(store, args.a))
         b = store.session(resolve_session(store, args.b))
@@ -386,6 +391,7 @@ def cmd_diff(args: argparse.Namespace, out: Out) -> int:
 
 
 def cmd_replay(args: argparse.Namespace, out: Out) -> int:
+    """memseg replay: stream a session's actions, optionally paced."""
     if args.speed < 0:
         raise UsageError("--speed must be >= 0")
     with open_reader(args.file) as store:
@@ -415,6 +421,7 @@ def cmd_replay(args: argparse.Namespace, out: Out) -> int:
 
 
 def cmd_search(args: argparse.Namespace, out: Out) -> int:
+    """memseg search: matching actions; exit 1 if none."""
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be >= 1")
     try:

@@ -137,6 +137,7 @@ class Out:
         self.show_progress = tty and _isatty(self.stderr)
 
     def line(self, text: str = "") -> None:
+        """Write one line to stdout."""
         self.stdout.write(text + "\n")
 
     def style(self, text: str, *styles: str) -> str:
@@ -147,15 +148,19 @@ class Out:
         return f"\x1b[{codes}m{text}\x1b[0m"
 
     def state(self, state: str) -> str:
+        """A session state, coloured."""
         return self.style(state, _STATE_STYLE.get(state, ""))
 
     def json(self, obj: object) -> None:
+        """Write ``obj`` as indented JSON."""
         self.stdout.write(to_json(obj).decode() + "\n")
 
     def jsonl(self, obj: object) -> None:
+        """Write ``obj`` as one JSON line."""
         self.stdout.write(to_json(obj, indent=False).decode() + "\n")
 
     def error(self, text: str) -> None:
+        """A message on stderr."""
         self.stderr.write(f"memseg: {text}\n")
 
     def fields(self, pairs: Sequence[tuple[str, object]]) -> None:
@@ -189,6 +194,7 @@ class Out:
         return _Bar(self.stderr, label)
 
     def end_progress(self, bar: Callable[[int, int], None] | None) -> None:
+        """Clear the progress bar's line."""
         if isinstance(bar, _Bar):
             bar.close()
 
@@ -242,6 +248,7 @@ class _Bar:
         self._drawn = True
 
     def close(self) -> None:
+        """Clear the bar's line."""
         if self._drawn:
             self._stream.write("\r\x1b[K")
             self._stream.flush()

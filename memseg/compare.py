@@ -35,6 +35,7 @@ class DiffReport:
 
     @property
     def same(self) -> bool:
+        """True when no action and no checkpoint differs."""
         return not self.differing and not self.checkpoints_differ
 
 

@@ -62,28 +62,35 @@ class Rescued:
         self.header_error = self._m.header_error
 
     def sessions(self) -> list[SessionInfo]:
+        """Every session of the newest intact commit, oldest first."""
         return self._view.infos()
 
     def session(self, key: uuid.UUID | str) -> Session:
+        """One session by UUID, UUID string or unique name; KeyError if none."""
         return self._view.session(key)
 
     @property
     def commit(self) -> Commit | None:
+        """The commit shown (None when no commit is intact)."""
         return self._view.commit
 
     @property
     def file_id(self) -> uuid.UUID:
+        """The file id (only its first 8 bytes, the tag, when inferred)."""
         return self._view.header.file_id
 
     @property
     def located(self) -> Located:
+        """How the shown commit was found (tail bytes, damaged and unverified commits)."""
         return self._located
 
     @property
     def tail_bytes(self) -> int:
+        """Bytes after the shown commit."""
         return self._located.tail_bytes
 
     def close(self) -> None:
+        """Unmap the file."""
         self._stack.close()
 
     def __enter__(self) -> Rescued:
@@ -202,6 +209,7 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
+        """True when no problem was found (notes do not count)."""
         return not self.problems
 
 
@@ -235,6 +243,7 @@ class _Checker:
         self.snap_counts: dict[int, tuple[int, int]] = {}
 
     def problem(self, offset: int, reason: str, detail: str) -> None:
+        """Record a broken rule."""
         self.report.problems.append(Problem(offset, reason, detail))
 
     def ref(self, at: int, target: int, kind: Kind, what: str,
@@ -251,6 +260,7 @@ class _Checker:
                          f"{rec.session_id}, not {session}")
 
     def check(self, rec: RecordInfo) -> None:
+        """Check one intact record: its padding, contents and references."""
         buf, tag, at = self.m.buf, self.m.header.tag, rec.offset
         pad_at = at + RECORD_HEADER.size + rec.stored_len
         if any(buf[pad_at : rec.end]):
@@ -295,6 +305,7 @@ class _Checker:
             self.problem(exc.offset if exc.offset is not None else at, exc.reason, str(exc))
 
     def toc_entries(self, at: int, entries: list[TocEntry]) -> None:
+        """A TOC's entries: unique ids, references, counts equal to their snapshots'."""
         seen: set[uuid.UUID] = set()
         for e in entries:
             if e.session_id in seen:
@@ -309,6 +320,7 @@ class _Checker:
                              f"snapshot {counts[0]}/{counts[1]}")
 
     def snapshot(self, at: int, payload: bytes) -> None:
+        """A snapshot's layout and references."""
         snap = decode_snapshot(payload, at)
         self.snap_counts[at] = (snap.action_count, snap.checkpoint_count)
         for name in ("session_offset", "index_offset", "last_block_offset"):

@@ -49,10 +49,12 @@ class SessionSalvage:
 
     @property
     def lost_actions(self) -> int:
+        """Actions known lost."""
         return sum(stop - start for start, stop in self.lost)
 
     @property
     def complete(self) -> bool:
+        """True when nothing of it was found lost or damaged."""
         return not self.lost and not self.damaged_blocks and not self.lost_checkpoints
 
 
@@ -79,10 +81,12 @@ class SalvageReport:
 
     @property
     def actions(self) -> int:
+        """Actions recovered."""
         return sum(s.actions for s in self.sessions)
 
     @property
     def lost_actions(self) -> int:
+        """Actions known lost."""
         return sum(s.lost_actions for s in self.sessions)
 
     @property

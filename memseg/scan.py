@@ -79,10 +79,12 @@ class RecordInfo:
 
     @property
     def end(self) -> int:
+        """Offset just past it."""
         return self.offset + self.length
 
     @property
     def intact(self) -> bool:
+        """True when header and payload checksums hold."""
         return self.status == OK
 
 

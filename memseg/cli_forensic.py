@@ -111,11 +111,12 @@ def cmd_salvage(args: argparse.Namespace, out: Out) -> int:
         lost = ", ".join(f"{a}..{b - 1}" for a, b in s.lost) or "-"
         notes = "; ".join(s.notes + ([f"{s.damaged_blocks} damaged blocks"] if s.damaged_blocks else [])
                           + ([f"{s.lost_checkpoints} checkpoints lost"] if s.lost_checkpoints else []))
-        rows.append([short_id(s.session_id), s.name or "-", out.state(s.state), s.source, s.actions,
-                     s.checkpoints, out.style(lost, "red") if s.lost else lost, notes])
+        rows.append([short_id(s.session_id), s.name or "-", out.state(s.state), s.source,
+                     "copied" if s.copied else "recorded", s.actions, s.checkpoints,
+                     out.style(lost, "red") if s.lost else lost, notes])
     if rows:
-        out.table(["ID", "NAME", "STATE", "FROM", "ACTIONS", "CKPTS", "LOST SEQS", "NOTES"], rows,
-                  right=(4, 5))
+        out.table(["ID", "NAME", "STATE", "FROM", "HOW", "ACTIONS", "CKPTS", "LOST SEQS", "NOTES"],
+                  rows, right=(5, 6))
     for sid, why in report.skipped:
         out.line(f"skipped {sid}: {why}")
     for region in report.damaged[:20]:

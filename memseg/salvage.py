@@ -17,6 +17,7 @@ from typing import Any
 
 from memseg.blocks import BlockView
 from memseg.codec import json_object
+from memseg.container import Commit
 from memseg.errors import MemsegError
 from memseg.format import Kind, State
 from memseg.framing import parse_header, read_payload
@@ -46,6 +47,9 @@ class SessionSalvage:
     lost_checkpoints: int = 0
     damaged_blocks: int = 0
     notes: list[str] = field(default_factory=list)
+    # True when its records were copied as stored (every timestamp kept); else its
+    # actions were recorded anew (created/ended times are those of the salvage).
+    copied: bool = False
 
     @property
     def lost_actions(self) -> int:
@@ -137,6 +141,9 @@ class _Plan:
     chosen: list[_BlockRef]
     state: State
     status: str | None
+    # The session's TOC entry and the blocks it names, when it has one.
+    entry: TocEntry | None = None
+    committed: frozenset[int] = frozenset()
 
 
 def _collect(m: Mapped, records: list[RecordInfo], report: SalvageReport) -> dict[uuid.UUID, _Found]:
@@ -289,20 +296,61 @@ def salvage(src: str | os.PathLike[str], dst: str | os.PathLike[str],
             except MemsegError:
                 session = None
             plans.append(_plan(session, entry, item))
+        done = 0
+        work = max(1, sum(len(p.chosen) for p in plans))
+
+        def tick(_n: int) -> None:
+            nonlocal done
+            done += 1
+            if progress is not None:
+                progress(m.size + m.size * done // work, total)
+
+        intact = {r.offset for r in records if r.status == OK}
+        copied = _copy_whole(ssrc, sdst, view.commit, [
+            p for p in plans if m.header_error is None and _whole(p, intact)])
+        copied_ids = {p.out.session_id for p in copied}
         with open_store(sdst, "a") as store:
-            done = 0
-            work = max(1, sum(len(p.chosen) for p in plans))
-
-            def tick(_n: int) -> None:
-                nonlocal done
-                done += 1
-                if progress is not None:
-                    progress(m.size + m.size * done // work, total)
-
             for plan in plans:
-                _write_session(store, m, plan, tick)
+                if plan.out.session_id in copied_ids:
+                    plan.out.actions = plan.entry.action_count if plan.entry else 0
+                    plan.out.checkpoints = plan.entry.checkpoint_count if plan.entry else 0
+                    if plan.state == State.ARCHIVED:
+                        store.archive(plan.out.session_id)  # an exported copy arrives ended
+                    for _ in plan.chosen:
+                        tick(0)
+                else:
+                    _write_session(store, m, plan, tick)
                 report.sessions.append(plan.out)
     return report
+
+
+def _whole(plan: _Plan, intact: set[int]) -> bool:
+    """Whether a session can be copied as stored: committed, every record it names intact,
+    nothing lost, nothing newer after its commit."""
+    entry = plan.entry
+    return (entry is not None and plan.out.complete and plan.state == entry.state
+            and entry.session_offset in intact and entry.snapshot_offset in intact
+            and {b.offset for b in plan.chosen} == plan.committed
+            and plan.committed <= intact)
+
+
+def _copy_whole(src: str, dst: str, commit: Commit | None, plans: list[_Plan]) -> list[_Plan]:
+    """Copy whole sessions as stored with the public export (timestamps, checkpoint ids and
+    block bytes kept as they are); returns the plans copied, none if anything failed."""
+    if not plans:
+        return []
+    try:
+        with open_store(src, "r") as store:
+            if store.commit != commit:
+                return []  # the file moved on since it was scanned
+            store.export([p.out.session_id for p in plans], dst)
+    except MemsegError:
+        # Damage the scan could not see: fall back to recording these action by action.
+        # A partial copy left uncommitted in dst is cut when dst is next opened to write.
+        return []
+    for p in plans:
+        p.out.copied = True
+    return plans
 
 
 def _plan(session: Session | None, entry: TocEntry | None, item: _Found) -> _Plan:
@@ -349,4 +397,4 @@ def _plan(session: Session | None, entry: TocEntry | None, item: _Found) -> _Pla
     out = SessionSalvage(sid, name, state.name.lower(), source, lost=lost,
                          damaged_blocks=item.damaged_blocks, notes=notes)
     out.lost_checkpoints = max(0, known_ck - sum(b.checkpoint_count for b in chosen))
-    return _Plan(out, meta, kinds, chosen, state, status)
+    return _Plan(out, meta, kinds, chosen, state, status, entry, frozenset(preferred))

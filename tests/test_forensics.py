@@ -7,6 +7,7 @@ import itertools
 import random
 import re
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -182,9 +183,13 @@ def test_salvage_of_an_intact_file_copies_every_session_exactly(
     assert file_state(path) == before
     assert report.complete and report.lost_actions == 0 and report.damaged == []
     assert {s.session_id for s in report.sessions} == set(model)
-    with memseg.open(tmp_path / "out.mseg") as out:
+    assert all(s.copied for s in report.sessions)
+    with memseg.open(tmp_path / "out.mseg") as out, memseg.open(path) as src:
         for sid, m in model.items():
             assert_session_matches(out.session(sid), m)
+        # Copied as stored: every time kept (only superseded snapshots are left behind).
+        assert [replace(i, stored_bytes=0) for i in out.sessions()] == [
+            replace(i, stored_bytes=0) for i in src.sessions()]
 
 
 def test_salvage_refuses_an_existing_destination(sample: tuple[Path, object], tmp_path: Path) -> None:

@@ -4,7 +4,9 @@ The source is only mapped read-only. Sessions are rebuilt from their intact
 BLOCK records (which carry the session id and first seq), named and described
 by the newest commit's TOC or else by their SESSION and SNAPSHOT records, so
 the actions of sessions whose final commit never landed are recovered too. The
-destination is written through the public recording API.
+destination is written through public APIs only: sessions whose committed records
+are all intact are copied as stored (``Store.export``: every time and byte kept);
+the others are recorded anew, action by action, past their lost blocks.
 """
 
 from __future__ import annotations

@@ -105,21 +105,35 @@ class Copied:
     blocks_in: int
 
 
-def group_blocks(blocks: tuple[SourceBlock, ...]) -> tuple[tuple[int, int], ...]:
-    """Greedy runs of consecutive blocks that fit the block bounds together.
+def _small(block: SourceBlock) -> bool:
+    """Blocks under a quarter of the bounds are worth merging; larger ones are copied
+    as stored, since merging them would recompress much for little gain."""
+    return block.raw < BLOCK_MAX_RAW // 4 and block.actions < BLOCK_MAX_ACTIONS // 4
 
-    Merged sizes add up, so grouping the output again yields one block per
-    group: compacting a compacted file changes nothing.
+
+def group_blocks(blocks: tuple[SourceBlock, ...]) -> tuple[tuple[int, int], ...]:
+    """Greedy runs of consecutive small blocks that fit the block bounds together;
+    every other block is a group of its own.
+
+    A run is cut only when the next block would overflow it, which leaves the
+    merged block at least three quarters full: grouping the output again yields
+    one block per group, so compacting a compacted file changes nothing.
     """
     groups: list[tuple[int, int]] = []
     start = actions = raw = 0
     for i, b in enumerate(blocks):
+        if not _small(b):
+            if i > start:
+                groups.append((start, i))
+            groups.append((i, i + 1))
+            start, actions, raw = i + 1, 0, 0
+            continue
         if i > start and (actions + b.actions > BLOCK_MAX_ACTIONS or raw + b.raw > BLOCK_MAX_RAW):
             groups.append((start, i))
             start, actions, raw = i, 0, 0
         actions += b.actions
         raw += b.raw
-    if blocks:
+    if start < len(blocks):
         groups.append((start, len(blocks)))
     return tuple(groups)
 

@@ -12,6 +12,7 @@ Faults: ``crash_at=k`` raises ``Crash`` before the k-th mutating operation
 (0-based: open-with-create, write, sync, truncate, rename, remove, sync_dir);
 ``eio_sync_at``/``eio_write_at``/``enospc_write_at`` raise OSError from the
 n-th sync or write (0-based), ENOSPC optionally after writing part of the data.
+``sync_delay`` makes each fsync take that long (without blocking other threads).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from __future__ import annotations
 import errno
 import os
 import random
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -204,10 +207,15 @@ class SimFile:
         return len(self._inode.data)
 
     def read(self, offset: int, length: int) -> bytes:
-        self._fs._alive()
-        return bytes(self._inode.data[offset : offset + length])
+        with self._fs.guard:
+            self._fs._alive()
+            return bytes(self._inode.data[offset : offset + length])
 
     def write(self, offset: int, data: bytes) -> None:
+        with self._fs.guard:
+            self._write_now(offset, bytes(data))
+
+    def _write_now(self, offset: int, data: bytes) -> None:
         fs = self._fs
         fs._step()
         if not self._write:
@@ -220,9 +228,9 @@ class SimFile:
             # The disk stays full: a partial write first (as a real pwrite
             # loop may manage), then ENOSPC, and every later write fails too.
             if number == fs.enospc_write_at and fs.enospc_partial and len(data) > 1:
-                self._put(offset, bytes(data[: len(data) // 2]))
+                self._put(offset, data[: len(data) // 2])
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        self._put(offset, bytes(data))
+        self._put(offset, data)
 
     def _put(self, offset: int, data: bytes) -> None:
         op = Write(offset, data)
@@ -230,27 +238,36 @@ class SimFile:
         self._inode.pending.append(op)
 
     def sync(self) -> None:
-        fs = self._fs
-        fs._step()
-        number = fs.syncs
-        fs.syncs += 1
-        if fs.eio_sync_at is not None and number == fs.eio_sync_at:
-            # The written data is in an unknown state: it stays pending, so a
-            # crash may keep, drop or garble it.
-            raise OSError(errno.EIO, os.strerror(errno.EIO))
-        self._inode.durable = bytes(self._inode.data)
-        self._inode.pending.clear()
+        if self._fs.sync_delay:
+            # Like a real fsync, take a while without blocking other threads'
+            # writes, so concurrent flushes pile up into group commits.
+            time.sleep(self._fs.sync_delay)
+        # Under the guard: what was written before the sync is durable after
+        # it, and a write racing it from another thread is wholly before or after.
+        with self._fs.guard:
+            fs = self._fs
+            fs._step()
+            number = fs.syncs
+            fs.syncs += 1
+            if fs.eio_sync_at is not None and number == fs.eio_sync_at:
+                # The written data is in an unknown state: it stays pending, so
+                # a crash may keep, drop or garble it.
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            self._inode.durable = bytes(self._inode.data)
+            self._inode.pending.clear()
 
     def truncate(self, length: int) -> None:
-        self._fs._step()
-        op = Truncate(length)
-        self._inode.data = _apply(self._inode.data, op)
-        self._inode.pending.append(op)
+        with self._fs.guard:
+            self._fs._step()
+            op = Truncate(length)
+            self._inode.data = _apply(self._inode.data, op)
+            self._inode.pending.append(op)
 
     def map(self, length: int) -> Buffer:
-        self._fs._alive()
-        # A copy: later appends never change what an existing map shows.
-        return bytes(self._inode.data[:length])
+        with self._fs.guard:
+            self._fs._alive()
+            # A copy: later appends never change what an existing map shows.
+            return bytes(self._inode.data[:length])
 
     def lock(self, timeout: float) -> None:
         self._fs._alive()
@@ -284,6 +301,7 @@ class SimFS:
         eio_write_at: int | None = None,
         enospc_write_at: int | None = None,
         enospc_partial: bool = True,
+        sync_delay: float = 0.0,
     ) -> None:
         self.inodes: dict[int, Inode] = {}
         self.names: dict[str, int] = {}
@@ -295,10 +313,13 @@ class SimFS:
         self.eio_write_at = eio_write_at
         self.enospc_write_at = enospc_write_at
         self.enospc_partial = enospc_partial
+        self.sync_delay = sync_delay
         self.ops = 0
         self.writes = 0
         self.syncs = 0
         self.crashed = False
+        # Stores commit from several threads; the disk applies one call at a time.
+        self.guard = threading.RLock()
         for path, data in (files or {}).items():
             inode = self._new_inode(bytes(data))
             inode.durable = bytes(data)

@@ -17,6 +17,8 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
+
 import memseg
 from memseg.forensics import verify
 from tests.crashmodel import record_figures
@@ -98,7 +100,9 @@ def check_file(path: Path, acked: Acked) -> int:
             session = store.session(sid)
             assert session.info.action_count >= count, (sid, session.info.action_count, count)
             actions = session.actions
-            # The first, the last acknowledged, and a random one in between.
+            # Every action's timestamp (a column, read in bulk) is its seq ...
+            assert np.array_equal(actions.ts_ns[:count], np.arange(count)), sid
+            # ... and the first, the last acknowledged and a random one read back whole.
             for seq in {0, count - 1, random.randrange(count)} if count else ():
                 action = actions[seq]
                 assert (action.value(), action.result_value(), action.ts_ns) == (payload(seq), seq, seq)

@@ -399,7 +399,7 @@ class SimFS:
     # --- after the crash --------------------------------------------------------
 
     def pending_count(self) -> int:
-        """Writes and truncates not yet durable, over all files (sizes the torn variants)."""
+        """The most writes and truncates one file has not made durable (sizes the torn variants)."""
         return max((len(i.pending) for i in self.inodes.values()), default=0)
 
     def crash_image(self, damage: Damage) -> SimFS:

@@ -162,3 +162,5 @@ MAX_VALUE = 64 * 1024 * 1024
 
 # Temporary file a compaction writes beside the store (SPEC.md "Compaction").
 COMPACT_SUFFIX = ".compact-tmp"
+# Temporary file a new store's header is written to before it is linked into place.
+CREATE_SUFFIX = ".create-tmp"

@@ -32,6 +32,7 @@ from memseg.errors import (
 from memseg.format import (
     BLOCK_REF,
     COMPACT_SUFFIX,
+    CREATE_SUFFIX,
     FILE_HEADER,
     MAGIC,
     MAX_NAME,
@@ -140,7 +141,34 @@ class Store:
 
     # --- opening for writing ----------------------------------------------
 
+    def _create(self) -> None:
+        """Create the file with its header whole and durable before its name exists.
+
+        The header goes to a temporary name, is synced, and is then linked to
+        the path (link never replaces: a writer that created the file first
+        wins). A crash leaves either no file or a complete header, never a
+        garbled one; at worst a 64-byte temporary file stays behind.
+        """
+        tmp = f"{self.path}.{uuid.uuid4().hex[:12]}{CREATE_SUFFIX}"
+        fh = self._fs.open(tmp, write=True, create=True)
+        try:
+            fh.write(0, encode_file_header(uuid.uuid4(), time.time_ns()))
+            fh.sync()
+        except BaseException:
+            fh.close()
+            with contextlib.suppress(OSError):
+                self._fs.remove(tmp)
+            raise
+        fh.close()
+        # FileExistsError: another writer created it meanwhile; its header stands.
+        with contextlib.suppress(FileExistsError):
+            self._fs.link(tmp, self.path)
+        self._fs.remove(tmp)
+        self._fs.sync_dir(os.path.dirname(os.path.abspath(self.path)))
+
     def _open_writer(self, lock_timeout: float) -> None:
+        if not self._fs.exists(self.path):
+            self._create()
         fh = self._lock(lock_timeout)
         try:
             size = fh.size()

@@ -373,6 +373,16 @@ class SimFS:
         self.names[d] = self.names.pop(s)
         self.dir_pending.append(DirOp(os.path.dirname(d), "rename", s, target=d))
 
+    def link(self, src: str, dst: str) -> None:
+        self._step()
+        s, d = _key(src), _key(dst)
+        if s not in self.names:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), src)
+        if d in self.names:
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst)
+        self.names[d] = self.names[s]
+        self.dir_pending.append(DirOp(os.path.dirname(d), "link", d, inode=self.names[d]))
+
     def remove(self, path: str) -> None:
         self._step()
         key = _key(path)

@@ -125,6 +125,9 @@ class StepFaultFS:
     def rename(self, src: str, dst: str) -> None:
         self.step("rename", lambda: self.base.rename(src, dst))
 
+    def link(self, src: str, dst: str) -> None:
+        self.step("link", lambda: self.base.link(src, dst))
+
     def remove(self, path: str) -> None:
         self.step("remove", lambda: self.base.remove(path))
 

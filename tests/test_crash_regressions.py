@@ -10,7 +10,8 @@ import pytest
 
 import memseg
 from fuzz.corpus import payload_of, records, rewrite
-from memseg.format import BLOCK_HEADER, FILE_HEADER, Kind, padded
+from memseg.container import encode_file_header
+from memseg.format import BLOCK_HEADER, Kind, padded
 from memseg.salvage import salvage
 from tests.faultfs import SimFS
 
@@ -18,19 +19,35 @@ PATH = "/sim/regression.mseg"
 PROBE = uuid.UUID(int=0xBEEF)
 
 
-def test_creation_cut_after_the_magic_is_recreated_by_the_next_writer() -> None:
-    """ENOSPC while writing a new file's header left 32 bytes; every later open("a") failed
-    with short_header although the file could never have held a commit."""
+def test_creation_cut_by_enospc_leaves_no_file_and_the_next_writer_creates_it() -> None:
+    """ENOSPC while writing a new file's header once left 32 bytes at the path; every later
+    open("a") failed with short_header. The header is now written under a temporary name
+    and linked into place only once whole and synced."""
     fs = SimFS(enospc_write_at=0)
     with pytest.raises(OSError) as info:
         memseg.open(PATH, "a", fs=fs)
     assert info.value.errno == errno.ENOSPC
-    assert 8 < len(fs.read_file(PATH)) < FILE_HEADER.size
+    assert fs.files() == {}  # neither the path nor the temporary file is left
     fs.enospc_write_at = None
     with memseg.open(PATH, "a", fs=fs) as store:
         store.start_session(session_id=uuid.UUID(int=1)).end()
     with memseg.open(PATH, "r", fs=fs) as reader:
         assert [s.id for s in reader.sessions()] == [uuid.UUID(int=1)]
+
+
+def test_header_cut_after_the_magic_is_recreated_by_the_next_writer() -> None:
+    """A file shorter than its header (cut by hand, or left by an older writer) never
+    held a commit: a writer starts it afresh."""
+    fs = SimFS({PATH: memseg_header_prefix(32)})
+    with memseg.open(PATH, "a", fs=fs) as store:
+        store.start_session(session_id=uuid.UUID(int=1)).end()
+    with memseg.open(PATH, "r", fs=fs) as reader:
+        assert [s.id for s in reader.sessions()] == [uuid.UUID(int=1)]
+
+
+def memseg_header_prefix(length: int) -> bytes:
+    """The first ``length`` bytes of a real file header."""
+    return encode_file_header(uuid.UUID(int=7), 1)[:length]
 
 
 def _real_file(tmp_path: Path, sessions: int = 2) -> Path:

@@ -124,6 +124,16 @@ def _scaling(res: Results) -> list[str]:
     return lines
 
 
+FINDINGS = Path(__file__).with_name("findings.md")
+
+
+def _findings() -> list[str]:
+    """The hand-written analysis of the misses, kept beside the code that measures them."""
+    if not FINDINGS.exists():
+        return []
+    return ["## Where memseg misses, and why", "", FINDINGS.read_text().rstrip(), ""]
+
+
 def render(res: Results, out: Path, charts: list[Path], command: str) -> str:
     """The whole report as Markdown; chart links are relative to `out`'s folder."""
     p = res.params
@@ -154,6 +164,7 @@ def render(res: Results, out: Path, charts: list[Path], command: str) -> str:
         "",
         *_targets(res),
         "",
+        *_findings(),
         "## Figures per store",
         "",
         *_figures(res),

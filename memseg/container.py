@@ -19,6 +19,7 @@ from memseg.format import (
     FILE_HEADER_CRC_SPAN,
     MAGIC,
     RECORD_HEADER,
+    RECORD_HEADER_CRC_SPAN,
     TRAILER,
     TRAILER_RECORD_SIZE,
     TRAILER_REGION_CHECKED,
@@ -228,3 +229,23 @@ def locate_commit(
             continue
         return Located(commit, size - commit.end, tuple(damaged), tuple(unverified))
     return Located(None, size - FILE_HEADER.size, tuple(damaged), tuple(unverified))
+
+
+def tail_holds_a_toc(read: Reader, start: int, end: int, tag: int) -> bool:
+    """Whether [start, end) holds an intact TOC record header: a commit that got as far as
+    its TOC, whose trailer is torn or damaged. Such a tail may hold an acknowledged
+    commit whose trailer was damaged later, so a writer keeps it rather than cut it."""
+    kind_at = 8
+    pos = (start + 7) & ~7
+    while pos + RECORD_HEADER.size <= end:
+        chunk = read(pos, min(_SCAN_CHUNK, end - pos))
+        words = np.frombuffer(chunk, dtype="<u8", count=len(chunk) // 8)
+        for index in np.flatnonzero(words == tag):
+            at = 8 * int(index)
+            if at + RECORD_HEADER.size > len(chunk) or chunk[at + kind_at] != Kind.TOC:
+                continue
+            head = chunk[at : at + RECORD_HEADER.size]
+            if crc32c(head[:RECORD_HEADER_CRC_SPAN]) == int.from_bytes(head[-4:], "little"):
+                return True
+        pos += max(8, len(chunk) - RECORD_HEADER.size) & ~7
+    return False

@@ -21,6 +21,7 @@ from memseg.container import (
     encode_trailer_payload,
     locate_commit,
     parse_file_header,
+    tail_holds_a_toc,
 )
 from memseg.errors import (
     ClosedError,
@@ -193,11 +194,14 @@ class Store:
                     offset=offset)
             committed = located.commit.end if located.commit else FILE_HEADER.size
             region_crc = 0
-            if located.unverified:
-                # An intact trailer whose commit failed its region CRC: a crash
-                # mid-commit or damage to an acknowledged commit; which, nobody
-                # can tell. Keep those bytes for salvage and append after them.
-                # Zero padding keeps the next record 8-aligned after an odd-sized tail.
+            if located.unverified or (
+                    committed < size and tail_holds_a_toc(fh.read, committed, size, header.tag)):
+                # An intact trailer whose commit failed its region CRC, or a commit
+                # that got as far as its TOC with its trailer torn or damaged: a
+                # crash mid-commit, or damage to an acknowledged commit; which,
+                # nobody can tell. Keep those bytes for salvage and append after
+                # them. Zero padding keeps the next record 8-aligned after an
+                # odd-sized tail.
                 pad = bytes(-size % 8)
                 if pad:
                     fh.write(size, pad)
@@ -218,9 +222,6 @@ class Store:
         self._located = located
         self._commit = located.commit
         self._end = committed
-        # Where the file may be cut back to after a failed write: the end of
-        # the last commit, or of bytes kept for salvage at open.
-        self._durable_end = committed
         if located.commit is None:
             self._toc = TocState({}, [])
         else:
@@ -325,12 +326,10 @@ class Store:
                                    f"an earlier write failed ({self._failed.detail}); reopen")
 
     def _fail(self, exc: OSError) -> WriteFailedError:
-        """Refuse all further writes and cut what the failed commit left behind."""
+        """Refuse all further writes. What the failed commit left is not cut here: a
+        reader may already map a trailer whose fsync then failed, and cutting mapped
+        bytes would fault it. The next writer's open sorts the tail out."""
         self._failed = WriteFailedError("write_failed", f"{exc.strerror or exc}")
-        assert self._fh is not None
-        # If this fails too, the next writer's open cuts the torn tail instead.
-        with contextlib.suppress(OSError):
-            self._fh.truncate(self._durable_end)
         return self._failed
 
     def _append(self, record: bytes) -> int:
@@ -506,7 +505,6 @@ class Store:
             with self._mutex:
                 self._toc.runs = new_runs
                 self._commit = commit
-                self._durable_end = commit.end
                 self._durable_ticket = covered
 
     def _append_trailer(self, toc_offset: int, seq: int, prev: int, flags: int) -> Commit:
@@ -579,7 +577,7 @@ class Store:
                      toc: TocState) -> FileHandle | None:
         """Go on with a compacted file; the caller holds both locks. Returns the old handle."""
         old, self._fh = self._fh, fh
-        self._end = self._durable_end = end
+        self._end = end
         self._commit = commit
         self._toc = toc
         self._dirty.clear()

@@ -110,3 +110,24 @@ def test_damage_in_the_last_commit_shows_the_one_before_and_is_kept(store_path: 
     assert after[: len(data)] == bytes(data)  # the writer kept those bytes for salvage
     with memseg.open(store_path) as reader:
         assert [i.name for i in reader.sessions()] == ["s", "after"]
+
+
+def test_a_damaged_newest_trailer_is_kept_not_cut_by_the_next_writer(store_path: Path) -> None:
+    _one_session(store_path)
+    with memseg.open(store_path, "a") as store, store.start_session(name="last") as rec:
+        rec.record("k", "acknowledged", ts_ns=2)
+    data = bytearray(store_path.read_bytes())
+    [*_, trailer_at] = _record_offsets(bytes(data), Kind.TRAILER)
+    data[trailer_at + RECORD_HEADER.size] ^= 0x01  # bit rot in the acknowledged trailer
+    store_path.write_bytes(data)
+    with memseg.open(store_path) as reader:
+        assert [i.name for i in reader.sessions()] == ["s"]  # the trailer no longer counts
+    with memseg.open(store_path, "a") as store:
+        store.start_session(name="after").end()
+    # The damaged commit was not taken for a torn write and cut: salvage can still find it.
+    assert store_path.read_bytes()[: len(data)] == bytes(data)
+    salvaged = store_path.parent / "salvaged.mseg"
+    memseg.salvage(store_path, salvaged)
+    with memseg.open(salvaged) as store:
+        last = store.session("last")
+        assert [a.value() for a in last.actions] == ["acknowledged"]

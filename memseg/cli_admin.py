@@ -145,16 +145,20 @@ def cmd_sweep(args: argparse.Namespace, out: Out) -> int:
     return EXIT_OK
 
 
+def _copy_sessions(src: str, dest: str, sessions: list[str]) -> tuple[int, list[str]]:
+    """Copy the named sessions (all when none are named) of ``src`` into ``dest``."""
+    if os.path.abspath(src) == os.path.abspath(dest):
+        raise UsageError("the source and destination files must differ")
+    _must_exist(src)
+    with memseg.open(src, "r") as store:
+        keys = [str(resolve_session(store, k)) for k in sessions] or [
+            str(i.id) for i in store.sessions()]
+        return store.export(keys, dest), keys
+
+
 def cmd_export(args: argparse.Namespace, out: Out) -> int:
     """memseg export: copy sessions into another file."""
-    _must_exist(args.file)
-    if os.path.abspath(args.file) == os.path.abspath(args.dest):
-        raise UsageError("DEST must differ from FILE")
-    with open_reader(args.file) as store:
-        keys = [str(resolve_session(store, k)) for k in args.sessions] or [
-            str(i.id) for i in store.sessions()]
-    with memseg.open(args.file, "r") as reader:
-        copied = reader.export(keys, args.dest)
+    copied, keys = _copy_sessions(args.file, args.dest, args.sessions)
     _report(out, args.json, {"copied": copied, "dest": args.dest, "sessions": keys},
             [f"copied {copied} session(s) into {args.dest}"])
     return EXIT_OK
@@ -162,14 +166,7 @@ def cmd_export(args: argparse.Namespace, out: Out) -> int:
 
 def cmd_import(args: argparse.Namespace, out: Out) -> int:
     """memseg import: copy sessions of another file into this one."""
-    _must_exist(args.src)
-    if os.path.abspath(args.file) == os.path.abspath(args.src):
-        raise UsageError("SRC must differ from FILE")
-    with open_reader(args.src) as store:
-        keys = [str(resolve_session(store, k)) for k in args.sessions] or [
-            str(i.id) for i in store.sessions()]
-    with memseg.open(args.src, "r") as reader:
-        copied = reader.export(keys, args.file)
+    copied, keys = _copy_sessions(args.src, args.file, args.sessions)
     _report(out, args.json, {"copied": copied, "src": args.src, "sessions": keys},
             [f"copied {copied} session(s) from {args.src} into {args.file}"])
     return EXIT_OK

@@ -26,6 +26,7 @@ from memseg.format import (
     VERSION_MAJOR,
     VERSION_MINOR,
     Kind,
+    record_size,
 )
 from memseg.framing import read_record
 
@@ -231,21 +232,27 @@ def locate_commit(
     return Located(None, size - FILE_HEADER.size, tuple(damaged), tuple(unverified))
 
 
-def tail_holds_a_toc(read: Reader, start: int, end: int, tag: int) -> bool:
-    """Whether [start, end) holds an intact TOC record header: a commit that got as far as
-    its TOC, whose trailer is torn or damaged. Such a tail may hold an acknowledged
-    commit whose trailer was damaged later, so a writer keeps it rather than cut it."""
-    kind_at = 8
-    pos = (start + 7) & ~7
+def tail_holds_a_damaged_commit(read: Reader, start: int, end: int, tag: int) -> bool:
+    """Whether [start, end) holds a commit whose TOC is intact and whose trailer is there
+    but fails its checks: an acknowledged commit whose trailer was damaged later (or,
+    rarely, a crash that tore the trailer's own write). A writer keeps such a tail rather
+    than cut it. A TOC with nothing trailer-like after it is an ordinary torn commit."""
+    pos = start
     while pos + RECORD_HEADER.size <= end:
         chunk = read(pos, min(_SCAN_CHUNK, end - pos))
         words = np.frombuffer(chunk, dtype="<u8", count=len(chunk) // 8)
         for index in np.flatnonzero(words == tag):
             at = 8 * int(index)
-            if at + RECORD_HEADER.size > len(chunk) or chunk[at + kind_at] != Kind.TOC:
-                continue
             head = chunk[at : at + RECORD_HEADER.size]
-            if crc32c(head[:RECORD_HEADER_CRC_SPAN]) == int.from_bytes(head[-4:], "little"):
+            if len(head) < RECORD_HEADER.size or head[8] != Kind.TOC:
+                continue
+            if crc32c(head[:RECORD_HEADER_CRC_SPAN]) != int.from_bytes(head[-4:], "little"):
+                continue
+            stored_len = int.from_bytes(head[12:16], "little")
+            after = pos + at + record_size(stored_len)
+            trailer = read(after, 9) if after + 9 <= end else b""
+            if len(trailer) == 9 and int.from_bytes(trailer[:8], "little") == tag \
+                    and trailer[8] == Kind.TRAILER:
                 return True
         pos += max(8, len(chunk) - RECORD_HEADER.size) & ~7
     return False

@@ -21,7 +21,7 @@ from memseg.container import (
     encode_trailer_payload,
     locate_commit,
     parse_file_header,
-    tail_holds_a_toc,
+    tail_holds_a_damaged_commit,
 )
 from memseg.errors import (
     ClosedError,
@@ -195,13 +195,12 @@ class Store:
             committed = located.commit.end if located.commit else FILE_HEADER.size
             region_crc = 0
             if located.unverified or (
-                    committed < size and tail_holds_a_toc(fh.read, committed, size, header.tag)):
-                # An intact trailer whose commit failed its region CRC, or a commit
-                # that got as far as its TOC with its trailer torn or damaged: a
-                # crash mid-commit, or damage to an acknowledged commit; which,
-                # nobody can tell. Keep those bytes for salvage and append after
-                # them. Zero padding keeps the next record 8-aligned after an
-                # odd-sized tail.
+                    committed < size and tail_holds_a_damaged_commit(fh.read, committed, size, header.tag)):
+                # An intact trailer whose commit failed its region CRC, or an intact
+                # TOC followed by a trailer that fails its checks: a crash mid-commit,
+                # or damage to an acknowledged commit; which, nobody can tell. Keep
+                # those bytes for salvage and append after them. Zero padding keeps
+                # the next record 8-aligned after an odd-sized tail.
                 pad = bytes(-size % 8)
                 if pad:
                     fh.write(size, pad)

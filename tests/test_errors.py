@@ -9,7 +9,14 @@ import pytest
 
 import memseg
 from memseg.codec import crc32c
-from memseg.format import BLOCK_HEADER, FILE_HEADER, FILE_HEADER_CRC_SPAN, RECORD_HEADER, Kind
+from memseg.format import (
+    BLOCK_HEADER,
+    FILE_HEADER,
+    FILE_HEADER_CRC_SPAN,
+    RECORD_HEADER,
+    TRAILER_RECORD_SIZE,
+    Kind,
+)
 from memseg.framing import parse_header
 
 
@@ -131,3 +138,18 @@ def test_a_damaged_newest_trailer_is_kept_not_cut_by_the_next_writer(store_path:
     with memseg.open(salvaged) as store:
         last = store.session("last")
         assert [a.value() for a in last.actions] == ["acknowledged"]
+
+
+def test_a_commit_cut_before_its_trailer_is_cut_and_the_file_verifies_clean(
+    store_path: Path,
+) -> None:
+    _one_session(store_path)
+    good = store_path.stat().st_size
+    with memseg.open(store_path, "a") as store, store.start_session(name="unacknowledged") as rec:
+        rec.record("k", "never acknowledged", ts_ns=2)
+    with open(store_path, "r+b") as f:  # the writer died before writing the trailer
+        f.truncate(store_path.stat().st_size - TRAILER_RECORD_SIZE)
+    with memseg.open(store_path, "a") as store:
+        assert store_path.stat().st_size == good  # an ordinary torn commit: cut
+        assert [i.name for i in store.sessions()] == ["s"]
+    assert memseg.verify(store_path).ok

@@ -39,6 +39,7 @@ from memseg.format import (
     Kind,
     padded,
 )
+from memseg.framing import RecordHeader
 
 ROOT = Path(__file__).resolve().parent
 HOSTILE = (0, 1, 7, 8, 63, 64, 2**31 - 1, 2**31, 2**32 - 1, 2**32, 2**63 - 1, 2**63, 2**64 - 1)
@@ -108,33 +109,18 @@ file_specs = st.lists(session_specs, min_size=1, max_size=4)
 # --- the record map, and rewriting a record with its CRCs fixed -------------------
 
 
-@dataclass(frozen=True)
-class Rec:
-    offset: int
-    kind: int
-    codec: int
-    stored_len: int
-    raw_len: int
-
-    @property
-    def payload_at(self) -> int:
-        return self.offset + RECORD_HEADER.size
-
-    @property
-    def end(self) -> int:
-        return self.payload_at + padded(self.stored_len)
-
-
-def records(data: bytes) -> list[Rec]:
+def records(data: bytes) -> list[RecordHeader]:
     """The intact-looking records from the file header on, in order, stopping at damage."""
-    out: list[Rec] = []
+    out: list[RecordHeader] = []
     at = FILE_HEADER.size
     while at + RECORD_HEADER.size <= len(data):
         head = RECORD_HEADER.unpack_from(data, at)
-        _tag, kind, codec, _flags, stored, raw, _pcrc, _res, hcrc = head
+        _tag, kind, codec, _flags, stored, raw, pcrc, _res, hcrc = head
+        # Only the header CRC is checked: the corpus must walk into records the
+        # library itself would refuse, so it does not use parse_header.
         if crc32c(data[at : at + RECORD_HEADER_CRC_SPAN]) != hcrc:
             break
-        rec = Rec(at, kind, codec, stored, raw)
+        rec = RecordHeader(at, kind, codec, stored, raw, pcrc)
         if rec.end > len(data):
             break
         out.append(rec)
@@ -142,8 +128,8 @@ def records(data: bytes) -> list[Rec]:
     return out
 
 
-def payload_of(data: bytes, rec: Rec) -> bytes:
-    stored = data[rec.payload_at : rec.payload_at + rec.stored_len]
+def payload_of(data: bytes, rec: RecordHeader) -> bytes:
+    stored = data[rec.payload_offset : rec.payload_offset + rec.stored_len]
     if rec.codec == Codec.LZ4:
         try:
             return bytes(lz4.block.decompress(stored, uncompressed_size=rec.raw_len))
@@ -176,7 +162,7 @@ def refit_block(payload: bytearray) -> None:
     payload[: BLOCK_HEADER.size] = head[:BLOCK_COLUMNS_CRC_SPAN] + ccrc.to_bytes(4, "little")
 
 
-def rewrite(data: bytes, rec: Rec, payload: bytes, *, raw_len: int | None = None,
+def rewrite(data: bytes, rec: RecordHeader, payload: bytes, *, raw_len: int | None = None,
             stored_len: int | None = None) -> bytes:
     """Replace ``rec``'s payload (stored uncompressed) and recompute its CRCs.
 
@@ -238,7 +224,7 @@ def reorder_records(data: bytes, rng: random.Random) -> bytes:
     return data[: a.offset] + data[b.offset : b.end] + data[a.offset : a.end] + data[b.end :]
 
 
-def _targets(data: bytes, rec: Rec, recs: list[Rec]) -> list[int]:
+def _targets(data: bytes, rec: RecordHeader, recs: list[RecordHeader]) -> list[int]:
     """Values a hostile offset field may take: the record itself, backwards, others, beyond."""
     others = [r.offset for r in recs]
     return [*HOSTILE, rec.offset, rec.offset - 8, rec.end, len(data), len(data) + 8, *others]

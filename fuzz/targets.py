@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import memseg
+from memseg.format import COMPACT_SUFFIX
 
 # On tmpfs when there is one: the writer target fsyncs (creating, cutting a tail),
 # and a disk fsync per input would make fuzzing a hundred times slower.
@@ -32,7 +33,7 @@ class ViolationError(AssertionError):
 
 def _file(data: bytes, name: str = "input.mseg") -> str:
     path = os.path.join(_DIR, name)
-    for stale in (path, path + ".compact-tmp"):
+    for stale in (path, path + COMPACT_SUFFIX):
         if os.path.exists(stale):
             os.unlink(stale)
     with open(path, "wb") as f:
@@ -40,11 +41,12 @@ def _file(data: bytes, name: str = "input.mseg") -> str:
     return path
 
 
-def _freeze(value: Any) -> Any:
+def freeze(value: Any) -> Any:
+    """Lists become tuples (and dicts sorted pairs) so decoded values compare and hash."""
     if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
+        return tuple(freeze(v) for v in value)
     if isinstance(value, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+        return tuple(sorted((k, freeze(v)) for k, v in value.items()))
     return value
 
 
@@ -52,7 +54,7 @@ def read_session(session: memseg.Session) -> tuple[Any, ...]:
     """Read every action, column and checkpoint of ``session`` into a comparable tuple."""
     actions = session.actions
     n = len(actions)
-    rows = tuple((a.seq, a.kind, a.ts_ns, _freeze(a.value()), _freeze(a.result_value()))
+    rows = tuple((a.seq, a.kind, a.ts_ns, freeze(a.value()), freeze(a.result_value()))
                  for a in actions)
     if len(rows) != n:
         raise ViolationError(f"iterating gave {len(rows)} actions, len() says {n}")
@@ -62,9 +64,9 @@ def read_session(session: memseg.Session) -> tuple[Any, ...]:
         if len(actions.ts_ns) != n or len(actions.kind_codes) != n:
             raise ViolationError("column lengths disagree with the action count")
     actions.kind_counts()
-    checkpoints = tuple((c.id, c.at_seq, _freeze(c.value())) for c in session.checkpoints)
+    checkpoints = tuple((c.id, c.at_seq, freeze(c.value())) for c in session.checkpoints)
     info = session.info
-    return (info.name, _freeze(info.meta), str(info.state), info.status, rows, checkpoints)
+    return (info.name, freeze(info.meta), str(info.state), info.status, rows, checkpoints)
 
 
 def read_all(store: Any) -> dict[uuid.UUID, Any]:

@@ -29,7 +29,6 @@ from memseg.container import (
 )
 from memseg.errors import CorruptError, MemsegError, NotMemsegError, VersionError
 from memseg.format import (
-    BLOCK_HEADER,
     FILE_HEADER,
     FILE_HEADER_CRC_SPAN,
     MAX_PAYLOAD,
@@ -329,14 +328,6 @@ def scan(path: str | os.PathLike[str], progress: Progress | None = None) -> list
     """The record map of ``path`` from the first byte to the last (see RecordInfo)."""
     with mapped(path) as m:
         return scan_mapped(m, progress)
-
-
-def block_first_seq(buf: bytes | memoryview, rec: RecordInfo) -> int | None:
-    """A BLOCK record's first_seq (from its header; not checked here)."""
-    if rec.kind_code != Kind.BLOCK or rec.stored_len < BLOCK_HEADER.size:
-        return None
-    first: int = BLOCK_HEADER.unpack_from(buf, rec.offset + RECORD_HEADER.size)[1]
-    return first
 
 
 def open_view(m: Mapped) -> tuple[View, Located]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import memseg
+from fuzz.targets import freeze
 from memseg.fs import FileSystem
 from memseg.store import SyncMode
 
@@ -39,15 +40,6 @@ class SessionState:
 
 
 State = dict[uuid.UUID, SessionState]
-
-
-def _freeze(value: Any) -> Any:
-    """Lists become tuples so states compare and hash."""
-    if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
-    if isinstance(value, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
-    return value
 
 
 class Model:
@@ -84,12 +76,12 @@ def read_state(store: memseg.Store) -> State:
     for info in store.sessions():
         session = store.session(info.id)
         actions = tuple(
-            (a.kind, a.ts_ns, _freeze(a.value()), _freeze(a.result_value())) for a in session.actions
+            (a.kind, a.ts_ns, freeze(a.value()), freeze(a.result_value())) for a in session.actions
         )
         assert info.action_count == len(actions)
-        checkpoints = tuple((c.id, c.at_seq, _freeze(c.value())) for c in session.checkpoints)
+        checkpoints = tuple((c.id, c.at_seq, freeze(c.value())) for c in session.checkpoints)
         assert info.checkpoint_count == len(checkpoints)
-        out[info.id] = SessionState(info.name, _freeze(info.meta), str(info.state), info.status,
+        out[info.id] = SessionState(info.name, freeze(info.meta), str(info.state), info.status,
                                     actions, checkpoints)
     return out
 
@@ -133,7 +125,7 @@ class Workload:
         sid = uuid.UUID(int=n + 1)
         with self.call():
             self.recorders[sid] = self.store.start_session(name=name, meta=meta, session_id=sid)
-            self.model.live[sid] = SessionState(name, _freeze(meta or {}), "active", None, (), ())
+            self.model.live[sid] = SessionState(name, freeze(meta or {}), "active", None, (), ())
             self.model.stage(sid)
         return sid
 
@@ -148,7 +140,7 @@ class Workload:
             self.recorders[sid].record(kind, payload, result=result, ts_ns=self.ts)
             s = self.model.live[sid]
             self.model.live[sid] = replace(
-                s, actions=(*s.actions, (kind, self.ts, _freeze(payload), _freeze(result))))
+                s, actions=(*s.actions, (kind, self.ts, freeze(payload), freeze(result))))
 
     def flush(self, sid: uuid.UUID) -> None:
         with self.call():
@@ -161,7 +153,7 @@ class Workload:
         with self.call():
             s = self.model.live[sid]
             self.model.live[sid] = replace(
-                s, checkpoints=(*s.checkpoints, (len(s.checkpoints), len(s.actions), _freeze(value))))
+                s, checkpoints=(*s.checkpoints, (len(s.checkpoints), len(s.actions), freeze(value))))
             self.model.stage(sid)
             self.model.commit()
             self.recorders[sid].checkpoint(value, ts_ns=self.ts)

@@ -73,7 +73,7 @@ def test_append_after_an_unverified_commit_of_odd_size_stays_aligned(tmp_path: P
     path = _real_file(tmp_path)
     data = bytearray(path.read_bytes())
     last = [r for r in records(bytes(data)) if r.kind == Kind.SNAPSHOT][-1]
-    data[last.payload_at] ^= 0xFF  # the last commit's region no longer matches its CRC
+    data[last.payload_offset] ^= 0xFF  # the last commit's region no longer matches its CRC
     path.write_bytes(bytes(data) + b"\x01\x02\x03")
     with memseg.open(path, "r") as reader:
         assert reader.located.unverified
@@ -141,11 +141,11 @@ def test_salvage_keeps_a_block_whose_damage_is_only_in_padding(tmp_path: Path) -
         store.start_session(session_id=uuid.UUID(int=2)).end("ok")
     data = bytearray(path.read_bytes())
     block = next(r for r in records(bytes(data)) if r.kind == Kind.BLOCK)
-    fields = BLOCK_HEADER.unpack_from(data, block.payload_at)
+    fields = BLOCK_HEADER.unpack_from(data, block.payload_offset)
     n, blob_len = fields[-11], fields[-8]
     assert (n, blob_len) == (1, 3)
     columns = 8 * n + padded(2 * n) + padded(n) + padded(8 * n)
-    data[block.payload_at + BLOCK_HEADER.size + columns + blob_len] ^= 0x40
+    data[block.payload_offset + BLOCK_HEADER.size + columns + blob_len] ^= 0x40
     path.write_bytes(bytes(data))
     with memseg.open(path, "r") as reader:
         assert reader.session(uuid.UUID(int=1)).actions[0].value() == b"abc"

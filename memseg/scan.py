@@ -23,7 +23,6 @@ from memseg.container import (
     FileHeader,
     Located,
     check_region,
-    locate_commit,
     parse_file_header,
     parse_trailer,
 )
@@ -40,8 +39,7 @@ from memseg.format import (
     padded,
 )
 from memseg.fs import OS_FS
-from memseg.toc import TocEntry, load_toc
-from memseg.view import View
+from memseg.view import View, locate_view
 
 Progress = Callable[[int, int], None]
 """Called with (bytes done, bytes total) as a long run advances."""
@@ -332,21 +330,10 @@ def scan(path: str | os.PathLike[str], progress: Progress | None = None) -> list
 
 def open_view(m: Mapped) -> tuple[View, Located]:
     """The newest intact commit of a mapped file, as the library's reader sees it."""
-    tag = m.header.tag
-    buf = m.buf
-    states: dict[int, dict[uuid.UUID, TocEntry]] = {}
+    buf = memoryview(m.buf)
 
     def read(offset: int, length: int) -> bytes:
         return bytes(buf[offset : offset + length])
 
-    def check(commit: Commit) -> None:
-        states[commit.trailer_offset] = load_toc(buf, commit.toc_offset, commit.trailer_offset,
-                                                 tag).entries
-
-    located = locate_commit(read, m.size, tag, check)
-    commit = located.commit
-    if commit is None:
-        head = min(m.size, FILE_HEADER.size)
-        return View(buf[:head], m.header, None, {}, head), located
-    return View(buf[: commit.end], m.header, commit, states[commit.trailer_offset],
-                commit.end), located
+    view, located, _ = locate_view(read, buf, m.size, m.header)
+    return view, located

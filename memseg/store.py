@@ -19,7 +19,6 @@ from memseg.container import (
     Located,
     encode_file_header,
     encode_trailer_payload,
-    locate_commit,
     parse_file_header,
     tail_holds_a_damaged_commit,
 )
@@ -57,9 +56,16 @@ from memseg.records import (
     encode_session,
     encode_snapshot,
 )
-from memseg.toc import Run, TocEntry, TocState, encode_toc, load_toc, plan_commit
+from memseg.toc import Run, TocEntry, TocState, encode_toc, plan_commit
 from memseg.transfer import block_link, relink_payload
-from memseg.view import Session, View, find_entry, load_block_refs, read_snapshot
+from memseg.view import (
+    Session,
+    View,
+    find_entry,
+    load_block_refs,
+    locate_view,
+    read_snapshot,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
@@ -88,27 +94,10 @@ def read_view(fs: FileSystem, path: str) -> tuple[View, Located, Buffer]:
         size = fh.size()
         header = parse_file_header(fh.read(0, FILE_HEADER.size))
         buf = fh.map(size)
-        view, located = _view_of(fh, buf, size, header)
+        view, located, _ = locate_view(fh.read, memoryview(buf), size, header)
         return view, located, buf
     finally:
         fh.close()
-
-
-def _view_of(fh: FileHandle, buf: Buffer, size: int, header: FileHeader) -> tuple[View, Located]:
-    tag = header.tag
-    states: dict[int, TocState] = {}
-    view_buf = memoryview(buf)
-
-    def check(commit: Commit) -> None:
-        states[commit.trailer_offset] = load_toc(view_buf, commit.toc_offset, commit.trailer_offset, tag)
-
-    located = locate_commit(fh.read, size, tag, check)
-    commit = located.commit
-    if commit is None:
-        return View(view_buf[: FILE_HEADER.size], header, None, {}, FILE_HEADER.size), located
-    view = View(view_buf[: commit.end], header, commit,
-                states[commit.trailer_offset].entries, commit.end)
-    return view, located
 
 
 class Store:
@@ -184,7 +173,8 @@ class Store:
                 size = FILE_HEADER.size
             header = parse_file_header(fh.read(0, FILE_HEADER.size))
             buf = fh.map(size)
-            view, located = _view_of(fh, buf, size, header)
+            view, located, toc = locate_view(fh.read, memoryview(buf), size, header)
+            del view  # the writer goes on from the TOC state; let go of the map
             _close_buffer(buf)
             if located.damaged_commits:
                 offset, exc = located.damaged_commits[0]
@@ -221,11 +211,7 @@ class Store:
         self._located = located
         self._commit = located.commit
         self._end = committed
-        if located.commit is None:
-            self._toc = TocState({}, [])
-        else:
-            self._toc = load_toc(view.buf, located.commit.toc_offset,
-                                 located.commit.trailer_offset, self._tag)
+        self._toc = toc
         self._dirty: set[uuid.UUID] = set()
         self._ticket = 0
         self._durable_ticket = 0

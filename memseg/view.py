@@ -18,13 +18,13 @@ import numpy.typing as npt
 
 from memseg.blocks import BlockView
 from memseg.codec import json_object
-from memseg.container import Commit, FileHeader
+from memseg.container import Commit, FileHeader, Located, Reader, locate_commit
 from memseg.errors import CorruptError
-from memseg.format import BLOCK_REF, Kind
+from memseg.format import BLOCK_REF, FILE_HEADER, Kind
 from memseg.framing import parse_header, read_record
 from memseg.model import Action, Checkpoint, SessionInfo, SessionState
 from memseg.records import BlockRefs, Snapshot, decode_index, decode_snapshot
-from memseg.toc import TocEntry
+from memseg.toc import TocEntry, TocState, load_toc
 
 _BLOCK_CACHE = 8
 
@@ -133,6 +133,26 @@ def read_snapshot(view: View, entry: TocEntry) -> Snapshot:
         raise CorruptError("wrong_session", "snapshot belongs to another session",
                            offset=entry.snapshot_offset)
     return snap
+
+
+def locate_view(
+    read: Reader, buf: memoryview, size: int, header: FileHeader
+) -> tuple[View, Located, TocState]:
+    """Find the newest intact commit of a mapped file and build its View, with the TOC
+    state read for it (a writer goes on from that state)."""
+    tag = header.tag
+    states: dict[int, TocState] = {}
+
+    def check(commit: Commit) -> None:
+        states[commit.trailer_offset] = load_toc(buf, commit.toc_offset, commit.trailer_offset, tag)
+
+    located = locate_commit(read, size, tag, check)
+    commit = located.commit
+    if commit is None:
+        head = min(size, FILE_HEADER.size)
+        return View(buf[:head], header, None, {}, head), located, TocState({}, [])
+    state = states[commit.trailer_offset]
+    return View(buf[: commit.end], header, commit, state.entries, commit.end), located, state
 
 
 def load_block_refs(view: View, entry: TocEntry) -> tuple[Snapshot, BlockRefs]:

@@ -26,7 +26,7 @@ from memseg.framing import encode_record, frame
 from memseg.fs import OS_FS, Buffer, FileHandle, FileSystem
 from memseg.recorder import LiveSession
 from memseg.toc import Run, TocState, encode_toc
-from memseg.transfer import Copied, SessionPlan, copy_session, plan_session
+from memseg.transfer import Copied, FileRecords, SessionPlan, copy_session, plan_session
 from memseg.view import View
 
 if TYPE_CHECKING:
@@ -64,14 +64,15 @@ class _FileSink:
         self._parts: list[bytes] = []
         self._pending = 0
 
-    def append(self, record: bytes) -> int:
+    def append(self, record: bytes | memoryview) -> int:
         offset = self.end
         if len(record) >= _DIRECT:
             self.flush()
             self._fh.write(offset, record)
             self.end += len(record)
             return offset
-        self._parts.append(record)
+        # Kept for a later write, so copied: a memoryview may be of a reused buffer.
+        self._parts.append(bytes(record))
         self.end += len(record)
         self._pending += len(record)
         if self._pending >= _CHUNK:
@@ -124,7 +125,8 @@ def compact_store(store: Store, progress: Progress | None = None) -> CompactRepo
         plans = [plan_session(view, e, merge=True) for e in kept]
         tmp = store.path + COMPACT_SUFFIX
         try:
-            new = _write(store._fs, tmp, view, plans, progress)
+            assert store._fh is not None
+            new = _write(store._fs, store._fh, tmp, view, plans, progress)
         except OSError as exc:
             raise WriteFailedError("compact_failed", f"{exc.strerror or exc}; the file is "
                                    "unchanged and the store still writes to it") from exc
@@ -190,9 +192,10 @@ def _settle(store: Store) -> None:
         store._commit_lock.release()
 
 
-def _write(fs: FileSystem, tmp: str, view: View, plans: Sequence[SessionPlan],
+def _write(fs: FileSystem, src: FileHandle, tmp: str, view: View, plans: Sequence[SessionPlan],
            progress: Progress | None) -> _NewFile:
-    """Write, sync and lock the new file at ``tmp``; on failure remove it."""
+    """Write, sync and lock the new file at ``tmp``, copying from ``src``, the file ``view``
+    shows; on failure remove it."""
     if fs.exists(tmp):
         # Never truncate a file in place: someone may have it mapped.
         fs.remove(tmp)
@@ -214,7 +217,10 @@ def _write(fs: FileSystem, tmp: str, view: View, plans: Sequence[SessionPlan],
             progress(0, total)
         sink = _FileSink(fh)
         sink.append(encode_file_header(header.file_id, header.created_ns))
-        copies = tuple(copy_session(view, p, sink, tag, advance=advance) for p in plans)
+        # Copied records are read with pread, not through the view's map (FileRecords).
+        source = FileRecords(src)
+        copies = tuple(copy_session(view, p, sink, tag, advance=advance, source=source)
+                       for p in plans)
         entries = sorted((c.entry for c in copies), key=lambda e: e.session_id.bytes)
         commit: Commit | None = None
         runs: list[tuple[Run, frozenset[uuid.UUID]]] = []

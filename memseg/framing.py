@@ -53,10 +53,16 @@ def encode_record(tag: int, kind: Kind, raw: bytes, *, allow_compress: bool = Tr
 
 
 def frame(tag: int, kind: int, codec: int, stored: bytes, raw_len: int) -> bytes:
-    """Build a record from an already-encoded payload (also used to re-tag copied records)."""
-    head = RECORD_HEADER.pack(tag, kind, codec, 0, len(stored), raw_len, crc32c(stored), 0, 0)
-    head = head[:RECORD_HEADER_CRC_SPAN] + crc32c(head[:RECORD_HEADER_CRC_SPAN]).to_bytes(4, "little")
+    """Build a record from an already-encoded payload."""
+    head = record_header(tag, kind, codec, len(stored), raw_len, crc32c(stored))
     return head + stored + _PAD[: padded(len(stored)) - len(stored)]
+
+
+def record_header(tag: int, kind: int, codec: int, stored_len: int, raw_len: int,
+                  payload_crc: int) -> bytes:
+    """The 32-byte header of a record whose payload has ``payload_crc``."""
+    head = RECORD_HEADER.pack(tag, kind, codec, 0, stored_len, raw_len, payload_crc, 0, 0)
+    return head[:RECORD_HEADER_CRC_SPAN] + crc32c(head[:RECORD_HEADER_CRC_SPAN]).to_bytes(4, "little")
 
 
 def parse_header(buf: bytes | memoryview, offset: int, limit: int, tag: int) -> RecordHeader:

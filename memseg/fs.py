@@ -16,6 +16,8 @@ from typing import Protocol
 from memseg.errors import LockedError
 
 Buffer = bytes | memoryview | mmap.mmap
+# What writes accept: copies hand over views of a reused read buffer.
+Data = bytes | bytearray | memoryview
 
 
 class FileHandle(Protocol):
@@ -23,7 +25,8 @@ class FileHandle(Protocol):
 
     def size(self) -> int: ...
     def read(self, offset: int, length: int) -> bytes: ...
-    def write(self, offset: int, data: bytes) -> None: ...
+    def read_into(self, offset: int, buf: memoryview) -> int: ...
+    def write(self, offset: int, data: Data) -> None: ...
     def sync(self) -> None: ...
     def truncate(self, length: int) -> None: ...
     def map(self, length: int) -> Buffer: ...
@@ -57,7 +60,17 @@ class OsFile:
     def read(self, offset: int, length: int) -> bytes:
         return os.pread(self._fd, length, offset)
 
-    def write(self, offset: int, data: bytes) -> None:
+    def read_into(self, offset: int, buf: memoryview) -> int:
+        """Fill ``buf`` from ``offset``; returns the bytes read (fewer only at end of file)."""
+        done = 0
+        while done < len(buf):
+            got = os.preadv(self._fd, [buf[done:]], offset + done)
+            if got <= 0:
+                break
+            done += got
+        return done
+
+    def write(self, offset: int, data: Data) -> None:
         view = memoryview(data)
         while view:
             written = os.pwrite(self._fd, view, offset)

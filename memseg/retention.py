@@ -150,7 +150,7 @@ class _StoreSink:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    def append(self, record: bytes) -> int:
+    def append(self, record: bytes | memoryview) -> int:
         return self._store._append(record)
 
 

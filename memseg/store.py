@@ -317,7 +317,7 @@ class Store:
         self._failed = WriteFailedError("write_failed", f"{exc.strerror or exc}")
         return self._failed
 
-    def _append(self, record: bytes) -> int:
+    def _append(self, record: bytes | memoryview) -> int:
         """Append one framed record; caller holds the mutex."""
         assert self._fh is not None
         offset = self._end

@@ -27,12 +27,13 @@ from memseg.format import (
     BLOCK_MAX_ACTIONS,
     BLOCK_MAX_RAW,
     BLOCK_REF,
+    RECORD_HEADER,
     Codec,
     Kind,
     State,
-    padded,
 )
-from memseg.framing import RecordHeader, encode_record, frame, parse_header, stored_view
+from memseg.framing import RecordHeader, encode_record, frame, parse_header, record_header
+from memseg.fs import FileHandle
 from memseg.records import Snapshot, encode_index, encode_snapshot
 from memseg.toc import TocEntry
 from memseg.view import View, load_block_refs
@@ -43,8 +44,9 @@ Advance = Callable[[int], None]
 class Sink(Protocol):
     """Where copied records go."""
 
-    def append(self, record: bytes) -> int:
-        """Write ``record`` next; return the offset it lands at."""
+    def append(self, record: bytes | memoryview) -> int:
+        """Write ``record`` next; return the offset it lands at. A memoryview may be
+        of a reused buffer: write or copy it before returning."""
         ...
 
 
@@ -58,7 +60,7 @@ class CountingSink:
     def __init__(self, start: int = 0) -> None:
         self.end = start
 
-    def append(self, record: bytes) -> int:
+    def append(self, record: bytes | memoryview) -> int:
         offset = self.end
         self.end += len(record)
         return offset
@@ -165,16 +167,48 @@ def plan_session(view: View, entry: TocEntry, *, merge: bool) -> SessionPlan:
     return SessionPlan(entry, snap, session, frozen, groups)
 
 
-def _reframe(buf: bytes | memoryview, head: RecordHeader, src_tag: int, tag: int,
-             checked: memoryview | None = None) -> bytes:
-    """The record at ``head`` framed for the destination, its payload CRC checked first."""
-    stored = stored_view(buf, head) if checked is None else checked
-    if src_tag == tag:
-        # Same file tag: frame() would rebuild these very bytes, so copy them.
-        end = head.payload_offset + head.stored_len
-        pad = bytes(padded(head.stored_len) - head.stored_len)
-        return b"".join([memoryview(buf)[head.offset : end], pad])
-    return frame(tag, head.kind, head.codec, bytes(stored), head.raw_len)
+class RecordSource(Protocol):
+    """Where copied records are read from."""
+
+    def record(self, head: RecordHeader) -> memoryview:
+        """The whole record at ``head`` (header, payload, padding), writable, valid
+        until the next call."""
+        ...
+
+
+class MappedRecords:
+    """Records copied out of a mapped or in-memory file image."""
+
+    def __init__(self, buf: bytes | memoryview) -> None:
+        self._buf = buf
+
+    def record(self, head: RecordHeader) -> memoryview:
+        return memoryview(bytearray(memoryview(self._buf)[head.offset : head.end]))
+
+
+class FileRecords:
+    """Records read with pread into one reused buffer.
+
+    A whole-file copy through a map faults every page in and pays again to
+    unmap them (about as long as the copy itself); reading into one buffer
+    touches each byte once, like a plain file copy.
+    """
+
+    def __init__(self, fh: FileHandle) -> None:
+        self._fh = fh
+        self._buf = bytearray()
+
+    def record(self, head: RecordHeader) -> memoryview:
+        size = head.end - head.offset
+        if len(self._buf) < size:
+            # A new buffer, not a resize: the previous record's view may still exist.
+            self._buf = bytearray(max(size, 2 * len(self._buf)))
+        view = memoryview(self._buf)[:size]
+        got = self._fh.read_into(head.offset, view)
+        if got != size:
+            raise CorruptError("record_bounds", "record past the end of the file",
+                               offset=head.offset, expected=size, actual=got)
+        return view
 
 
 def block_link(payload: bytes | memoryview) -> int:
@@ -183,43 +217,68 @@ def block_link(payload: bytes | memoryview) -> int:
     return link
 
 
-def relink_payload(stored: bytes | memoryview, prev_block: int, offset: int) -> bytes:
-    """A BLOCK payload with its ``prev_block`` link replaced and its columns CRC redone.
+def relink_in_place(payload: memoryview, prev_block: int, offset: int) -> None:
+    """Replace a BLOCK payload's ``prev_block`` link and redo its columns CRC.
 
     The old columns CRC is checked first, so relinking never blesses damage;
     ``offset`` locates the block for that error.
     """
-    fields = BLOCK_HEADER.unpack_from(stored)
-    columns = stored[BLOCK_HEADER.size : BLOCK_HEADER.size + columns_length(fields[3])]
-    if crc32c(columns, crc32c(stored[:BLOCK_COLUMNS_CRC_SPAN])) != fields[-1]:
+    fields = BLOCK_HEADER.unpack_from(payload)
+    columns = payload[BLOCK_HEADER.size : BLOCK_HEADER.size + columns_length(fields[3])]
+    if crc32c(columns, crc32c(payload[:BLOCK_COLUMNS_CRC_SPAN])) != fields[-1]:
         raise CorruptError("columns_crc", "block columns checksum", offset=offset)
-    new_head = BLOCK_HEADER.pack(*fields[:2], prev_block, *fields[3:])[:BLOCK_COLUMNS_CRC_SPAN]
-    columns_crc = crc32c(columns, crc32c(new_head))
-    return b"".join([new_head, columns_crc.to_bytes(4, "little"), stored[BLOCK_HEADER.size :]])
+    BLOCK_HEADER.pack_into(payload, 0, *fields[:2], prev_block, *fields[3:-1], 0)
+    columns_crc = crc32c(columns, crc32c(payload[:BLOCK_COLUMNS_CRC_SPAN]))
+    payload[BLOCK_COLUMNS_CRC_SPAN : BLOCK_HEADER.size] = columns_crc.to_bytes(4, "little")
 
 
-def _relink_block(buf: bytes | memoryview, head: RecordHeader, src_tag: int, tag: int,
-                  prev_block: int) -> bytes:
-    """A block record with its ``prev_block`` link set for its new place."""
-    stored = stored_view(buf, head)
-    if block_link(stored) == prev_block:
-        return _reframe(buf, head, src_tag, tag, stored)
-    payload = relink_payload(stored, prev_block, head.offset)
-    return frame(tag, Kind.BLOCK, Codec.NONE, payload, len(payload))
+def relink_payload(stored: bytes | memoryview, prev_block: int, offset: int) -> bytes:
+    """A copy of a BLOCK payload with its ``prev_block`` link replaced (see relink_in_place)."""
+    payload = bytearray(stored)
+    relink_in_place(memoryview(payload), prev_block, offset)
+    return bytes(payload)
+
+
+def copy_record(source: RecordSource, head: RecordHeader, tag: int,
+                prev_block: int | None = None) -> memoryview:
+    """The record at ``head`` framed for its new place, in ``source``'s buffer.
+
+    Its payload CRC is checked first. The header is rewritten with ``tag``;
+    a BLOCK record's ``prev_block`` link is set when given, which changes the
+    payload and so its CRC. Padding is zeroed, as the writer writes it.
+    """
+    record = source.record(head)
+    payload_end = RECORD_HEADER.size + head.stored_len
+    payload = record[RECORD_HEADER.size : payload_end]
+    payload_crc = head.payload_crc
+    if crc32c(payload) != payload_crc:
+        raise CorruptError("payload_crc", "record payload checksum", offset=head.offset)
+    if prev_block is not None and block_link(payload) != prev_block:
+        relink_in_place(payload, prev_block, head.offset)
+        payload_crc = crc32c(payload)
+    record[: RECORD_HEADER.size] = record_header(tag, head.kind, head.codec, head.stored_len,
+                                                 head.raw_len, payload_crc)
+    record[payload_end:] = bytes(len(record) - payload_end)
+    return record
 
 
 def copy_session(view: View, plan: SessionPlan, sink: Sink, tag: int, *,
-                 state: State | None = None, advance: Advance | None = None) -> Copied:
-    """Write the planned session to ``sink``; ``advance`` hears how many source bytes are done."""
-    buf, src_tag = view.buf, view.header.tag
+                 state: State | None = None, advance: Advance | None = None,
+                 source: RecordSource | None = None) -> Copied:
+    """Write the planned session to ``sink``; ``advance`` hears how many source bytes are done.
+
+    Records are read from ``source`` (by default, copied out of the view's bytes).
+    """
+    buf = view.buf
+    records = MappedRecords(buf) if source is None else source
     written = copied = merged = 0
 
-    def put(record: bytes) -> int:
+    def put(record: bytes | memoryview) -> int:
         nonlocal written
         written += len(record)
         return sink.append(record)
 
-    start = put(_reframe(buf, plan.session, src_tag, tag))
+    start = put(copy_record(records, plan.session, tag))
     copied += plan.session.end - plan.session.offset
     if advance is not None:
         advance(copied)
@@ -229,13 +288,12 @@ def copy_session(view: View, plan: SessionPlan, sink: Sink, tag: int, *,
         group = plan.blocks[lo:hi]
         size = sum(b.size for b in group)
         if len(group) == 1:
-            record = _relink_block(buf, group[0].head, src_tag, tag, prev)
+            prev = put(copy_record(records, group[0].head, tag, prev))
             copied += size
         else:
             payload = merge_records(buf, [b.head for b in group], prev)
-            record = frame(tag, Kind.BLOCK, Codec.NONE, payload, len(payload))
+            prev = put(frame(tag, Kind.BLOCK, Codec.NONE, payload, len(payload)))
             merged += size
-        prev = put(record)
         refs.append((prev, sum(b.actions for b in group), sum(b.checkpoints for b in group)))
         if advance is not None:
             advance(size)

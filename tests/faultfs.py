@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from memseg.errors import LockedError
-from memseg.fs import Buffer, FileHandle
+from memseg.fs import Buffer, Data, FileHandle
 
 DamageMode = Literal["keep", "drop", "garble", "mix", "torn", "sectors"]
 
@@ -211,7 +211,14 @@ class SimFile:
             self._fs._alive()
             return bytes(self._inode.data[offset : offset + length])
 
-    def write(self, offset: int, data: bytes) -> None:
+    def read_into(self, offset: int, buf: memoryview) -> int:
+        with self._fs.guard:
+            self._fs._alive()
+            data = self._inode.data[offset : offset + len(buf)]
+            buf[: len(data)] = data
+            return len(data)
+
+    def write(self, offset: int, data: Data) -> None:
         with self._fs.guard:
             self._write_now(offset, bytes(data))
 

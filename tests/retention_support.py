@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
 import memseg
-from memseg.fs import OS_FS, Buffer, FileHandle, FileSystem
+from memseg.fs import OS_FS, Buffer, Data, FileHandle, FileSystem
 
 T = TypeVar("T")
 DAY_NS = 86_400 * 1_000_000_000
@@ -149,7 +149,10 @@ class _StepFile:
     def read(self, offset: int, length: int) -> bytes:
         return self._fs.step("read", lambda: self._fh.read(offset, length))
 
-    def write(self, offset: int, data: bytes) -> None:
+    def read_into(self, offset: int, buf: memoryview) -> int:
+        return self._fs.step("read_into", lambda: self._fh.read_into(offset, buf))
+
+    def write(self, offset: int, data: Data) -> None:
         self._fs.step("write", lambda: self._fh.write(offset, data))
 
     def sync(self) -> None:

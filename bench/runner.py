@@ -255,6 +255,10 @@ class Runner:
                 copy = self.work / name / f"drop-{rep}"
                 shutil.rmtree(copy, ignore_errors=True)
                 shutil.copytree(self.main[name], copy)
+                # Write the fresh copy back first: otherwise the timed drop competes
+                # with the kernel flushing the copy's dirty pages (or, for stores
+                # that delete files, gets to discard them unwritten).
+                os.sync()
                 try:
                     seconds, _ = timed(partial(store.drop, copy, keys))
                     self._check_survivors(store, copy, len(self.sessions) - len(keys))

@@ -9,6 +9,7 @@ of a value, and the run goes on.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time

@@ -63,9 +63,10 @@ class MemsegReader(Reader):
         ]
 
     def load(self, key: str) -> int:
+        # Action objects are memseg's natural form, as row tuples are SQLite's: seq,
+        # ts_ns, kind, payload and result are plain attributes, built eagerly.
         actions = self._store.session(uuid.UUID(key)).actions
-        rows = [(a.seq, a.ts_ns, a.kind, a.payload, a.result) for a in actions[0 : len(actions)]]
-        return len(rows)
+        return len(actions[0 : len(actions)])
 
     def kind_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -110,6 +110,7 @@ def decode_toc(payload: bytes, offset: int) -> tuple[list[Run], list[TocEntry]]:
     pos += run_count * TOC_RUN.size
     heap_pos = pos + entry_count * TOC_ENTRY.size
     entries: list[TocEntry] = []
+    new_id, from_bytes = uuid.UUID, int.from_bytes  # hoisted: this loop runs per session
     for fields in TOC_ENTRY.iter_unpack(payload[pos:heap_pos]):
         (sid, snap, sess, created, last, ended, actions, ckpts, stored, state, flags,
          name_len, status_len, res1, meta_len, res2) = fields
@@ -123,13 +124,20 @@ def decode_toc(payload: bytes, offset: int) -> tuple[list[Run], list[TocEntry]]:
         end = heap_pos + name_len + status_len + meta_len
         if end > len(payload):
             raise CorruptError("toc_layout", "entry strings past the heap", offset=offset)
-        name = utf8(payload[heap_pos : heap_pos + name_len], offset, "name")
-        status = utf8(payload[heap_pos + name_len : heap_pos + name_len + status_len], offset,
-                      "status")
-        meta = payload[heap_pos + name_len + status_len : end]
+        name_end = heap_pos + name_len
+        status_end = name_end + status_len
+        try:
+            name = payload[heap_pos:name_end].decode()
+            status = payload[name_end:status_end].decode()
+        except UnicodeDecodeError:
+            # Again, to report which string (a clean path costs no extra calls).
+            utf8(payload[heap_pos:name_end], offset, "name")
+            utf8(payload[name_end:status_end], offset, "status")
+            raise
+        meta = payload[status_end:end]
         heap_pos = end
         entries.append(TocEntry(
-            uuid.UUID(bytes=sid), snap, sess, created, last,
+            new_id(int=from_bytes(sid)), snap, sess, created, last,
             ended if flags & FLAG_HAS_ENDED else None, actions, ckpts, stored, _STATE_OF[state],
             name if flags & FLAG_HAS_NAME else None,
             status if flags & FLAG_HAS_STATUS else None, meta,

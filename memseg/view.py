@@ -31,12 +31,11 @@ _BLOCK_CACHE = 8
 
 def session_info(e: TocEntry) -> SessionInfo:
     """The public view of a TOC entry."""
+    # Positional: listing builds one per session, and keywords cost more.
     return SessionInfo(
-        id=e.session_id, name=e.name, state=SessionState.from_code(e.state),
-        meta=json_object(e.meta, e.session_offset), created_ns=e.created_ns,
-        ended_ns=e.ended_ns, last_activity_ns=e.last_activity_ns, status=e.status,
-        action_count=e.action_count, checkpoint_count=e.checkpoint_count,
-        stored_bytes=e.stored_bytes,
+        e.session_id, e.name, SessionState.from_code(e.state), json_object(e.meta, e.session_offset),
+        e.created_ns, e.ended_ns, e.last_activity_ns, e.status, e.action_count,
+        e.checkpoint_count, e.stored_bytes,
     )
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from memseg.codec import crc32c
 from memseg.errors import CorruptError, MemsegError, NotMemsegError, VersionError
 from memseg.format import (
+    COMMIT_SEQ_LIMIT,
     FILE_HEADER,
     FILE_HEADER_CRC_SPAN,
     MAGIC,
@@ -132,9 +133,7 @@ def parse_trailer(window: bytes, offset: int, tag: int) -> Commit:
         raise CorruptError("bad_reference", "trailer's previous-trailer offset", offset=offset,
                            expected=f"in [{FILE_HEADER.size}, {offset - TRAILER_RECORD_SIZE}]",
                            actual=prev)
-    # A writer appends seq + 1 to the newest commit, so the top of the u64 range
-    # can never be a real commit (and would make the next commit unwritable).
-    if not 1 <= seq < 1 << 63:
+    if not 1 <= seq < COMMIT_SEQ_LIMIT:
         raise CorruptError("bad_commit_seq", offset=offset, expected="in [1, 2**63)", actual=seq)
     return Commit(offset, toc_offset, seq, prev, time_ns, region_crc, flags)
 

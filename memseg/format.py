@@ -67,6 +67,9 @@ def record_size(stored_len: int) -> int:
 # region_crc is the CRC32C of every byte from the end of the previous commit
 # (or of the file header) up to this trailer.
 TRAILER = struct.Struct("<QQQqII")
+# Commit sequence numbers are below this (they fit an i64); the newest commit of
+# a file a writer opens must be below COMMIT_SEQ_LIMIT - 1, so that it can append seq + 1.
+COMMIT_SEQ_LIMIT = 1 << 63
 TRAILER_RECORD_SIZE = record_size(TRAILER.size)
 # Set when the commit was made durable with ONE fsync (records, TOC and trailer
 # written together): its writes may then have reached the disk in any order,

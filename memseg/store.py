@@ -31,6 +31,7 @@ from memseg.errors import (
 )
 from memseg.format import (
     BLOCK_REF,
+    COMMIT_SEQ_LIMIT,
     COMPACT_SUFFIX,
     CREATE_SUFFIX,
     FILE_HEADER,
@@ -182,6 +183,13 @@ class Store:
                     "damaged_commit", f"a later commit is damaged ({exc}); "
                     "refusing to append over it: read it with mode 'r' or salvage it",
                     offset=offset)
+            if located.commit is not None and located.commit.seq + 1 >= COMMIT_SEQ_LIMIT:
+                # Only damage gets here (2**63 commits are out of reach). A commit
+                # numbered 2**63 would be refused by every reader: acknowledged, then lost.
+                raise CorruptError(
+                    "bad_commit_seq", "the newest commit leaves no sequence number for another; "
+                    "read it with mode 'r' or salvage it", offset=located.commit.trailer_offset,
+                    expected=f"< {COMMIT_SEQ_LIMIT - 1}", actual=located.commit.seq)
             committed = located.commit.end if located.commit else FILE_HEADER.size
             region_crc = 0
             if located.unverified or (
@@ -456,6 +464,10 @@ class Store:
                 return  # a commit that started after our staging covered us
             assert self._fh is not None
             seq = (self._commit.seq if self._commit else 0) + 1
+            if seq >= COMMIT_SEQ_LIMIT:
+                # Nothing is written: readers would refuse this trailer.
+                raise CorruptError("bad_commit_seq", "no sequence number left for a commit",
+                                   expected=f"< {COMMIT_SEQ_LIMIT}", actual=seq)
             prev = self._commit.trailer_offset if self._commit else 0
             with self._mutex:
                 self._check_writable()
@@ -592,6 +604,11 @@ class Store:
             for buf in self._buffers:
                 _close_buffer(buf)
             self._buffers.clear()
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` has run (it closes the file even when its commit fails)."""
+        return self._closed
 
     def __enter__(self) -> Store:
         return self

@@ -100,6 +100,53 @@ def test_trailer_with_the_largest_commit_seq_is_refused(tmp_path: Path) -> None:
         assert PROBE in {s.id for s in reader.sessions()}
 
 
+def _with_commit_seq(path: Path, seq: int) -> None:
+    data = path.read_bytes()
+    trailer = [r for r in records(data) if r.kind == Kind.TRAILER][-1]
+    body = bytearray(payload_of(data, trailer))
+    body[8:16] = seq.to_bytes(8, "little")  # commit_seq
+    path.write_bytes(rewrite(data, trailer, bytes(body)))
+
+
+def test_a_writer_refuses_a_file_whose_newest_commit_seq_is_the_last(tmp_path: Path) -> None:
+    """A trailer claiming commit 2**63-1 is valid, but the next commit, 2**63, is not: the
+    writer acknowledged a session that every reader then skipped (found by fuzz)."""
+    path = _real_file(tmp_path)
+    _with_commit_seq(path, 2**63 - 1)
+    before = path.read_bytes()
+    with memseg.open(path, "r") as reader:
+        assert reader.commit is not None and reader.commit.seq == 2**63 - 1
+        kept = {s.id for s in reader.sessions()}
+    with pytest.raises(memseg.CorruptError) as err:
+        memseg.open(path, "a")
+    assert err.value.reason == "bad_commit_seq"
+    assert path.read_bytes() == before
+    with memseg.open(path, "r") as reader:
+        assert {s.id for s in reader.sessions()} == kept
+
+
+def test_the_last_commit_seq_is_used_and_then_commits_are_refused(tmp_path: Path) -> None:
+    path = _real_file(tmp_path)
+    _with_commit_seq(path, 2**63 - 3)
+    store = memseg.open(path, "a")
+    rec = store.start_session(name="probe", session_id=PROBE)
+    rec.record("p", "v", ts_ns=9)
+    rec.flush()  # commit 2**63 - 2
+    rec.record("p", "w", ts_ns=10)
+    rec.flush()  # commit 2**63 - 1, the last
+    rec.record("p", "x", ts_ns=11)
+    with pytest.raises(memseg.CorruptError) as err:
+        rec.flush()
+    assert err.value.reason == "bad_commit_seq"
+    with pytest.raises(memseg.CorruptError) as err:
+        store.close()  # it cannot commit what is staged either, and says so
+    assert err.value.reason == "bad_commit_seq"
+    assert store.closed
+    with memseg.open(path, "r") as reader:
+        assert reader.commit is not None and reader.commit.seq == 2**63 - 1
+        assert [a.value() for a in reader.session(PROBE).actions] == ["v", "w"]
+
+
 def _salvaged_actions(path: Path, tmp_path: Path) -> dict[uuid.UUID, int]:
     out = tmp_path / "salvaged.mseg"
     salvage(path, out)

@@ -447,6 +447,10 @@ class Store:
             )
             self._dirty.add(live.session_id)
             live.unsnapshotted = False
+            if end:
+                # Once its end is staged the session may be archived and compacted away
+                # before the recorder returns: it must not be a live recorder by then.
+                self._recorders.pop(live.session_id, None)
             self._ticket += 1
             return self._ticket
 

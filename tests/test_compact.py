@@ -478,6 +478,31 @@ def test_compacting_while_threads_record(store_path: Path) -> None:
             assert values == [{"t": t, "r": r, "i": i} for i in range(per_round)]
 
 
+def test_a_session_archived_and_compacted_while_its_recorder_ends(store_path: Path) -> None:
+    """Another thread can archive a session as soon as its end commits, and compact,
+    before end() returns: the compactor then met a recorder whose session it had
+    dropped (KeyError; seen in the threaded test above). Made deterministic here."""
+    with memseg.open(store_path, "a", sync="none") as store:
+        record_session(store, "other", actions=5)
+        rec = store.start_session(name="s")
+        rec.record("k", 1, ts_ns=1)
+        commit = store._commit_through
+
+        def commit_then_drop(ticket: int) -> None:
+            commit(ticket)
+            if any(i.name == "s" and i.state == "ended" for i in store.sessions()):
+                store._commit_through = commit  # type: ignore[method-assign]
+                store.archive("s")
+                store.compact()
+
+        store._commit_through = commit_then_drop  # type: ignore[method-assign]
+        rec.end()
+        assert rec.closed
+        assert [i.name for i in store.sessions()] == ["other"]
+    with memseg.open(store_path) as store:
+        assert [i.name for i in store.sessions()] == ["other"]
+
+
 @pytest.mark.parametrize("which", [0, -1], ids=["merged-run", "copied-block"])
 def test_damaged_live_block_stops_compaction_and_changes_nothing(store_path: Path,
                                                                  which: int) -> None:

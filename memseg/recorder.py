@@ -132,8 +132,13 @@ class Recorder:
             self._cut_block()
         return seq
 
-    def checkpoint(self, snapshot: object, *, ts_ns: int | None = None) -> int:
-        """Record a checkpoint of state after the actions so far, and flush (a durable point)."""
+    def checkpoint(self, snapshot: object, *, ts_ns: int | None = None, flush: bool = True) -> int:
+        """Record a checkpoint of state after the actions so far; returns its id.
+
+        By default a checkpoint is a durable point: it and everything recorded before it
+        are committed before this returns. With ``flush=False`` it is buffered like an
+        action, and is committed by the next ``flush()``, ``checkpoint()`` or ``end()``.
+        """
         if self._closed:
             raise ClosedError("closed", "recorder has ended")
         vtype, data = encode_value(snapshot)
@@ -144,7 +149,13 @@ class Recorder:
         cid = self._live.checkpoint_count + len(self._checkpoints)
         ts = time.time_ns() if ts_ns is None else int(ts_ns)
         self._checkpoints.append(PendingCheckpoint(cid, self._next_seq, ts, vtype, data))
-        self.flush()
+        if flush:
+            self.flush()
+        else:
+            # Checkpoint bytes count toward the block's bound as action bytes do.
+            self._pending_raw += len(data)
+            if self._pending_raw >= BLOCK_MAX_RAW:
+                self._cut_block()
         return cid
 
     def _cut_block(self) -> None:

@@ -130,3 +130,39 @@ def test_bad_arguments_are_value_and_type_errors(store_path: Path) -> None:
         with pytest.raises(ValueError):
             store.start_session(session_id=rec.id)
     assert store_path.stat().st_size > FILE_HEADER.size
+
+
+def test_a_checkpoint_without_flush_waits_for_the_next_commit(store_path: Path) -> None:
+    with memseg.open(store_path, "a") as store:
+        rec = store.start_session(name="s")
+        rec.record("step", 0, ts_ns=1)
+        assert rec.checkpoint({"at": 1}, ts_ns=2) == 0  # durable at once
+        rec.record("step", 1, ts_ns=3)
+        assert rec.checkpoint({"at": 2}, ts_ns=4, flush=False) == 1
+        rec.record("step", 2, ts_ns=5)
+        with memseg.open(store_path) as reader:
+            (cp,) = reader.session("s").checkpoints
+            assert (cp.id, cp.at_seq, cp.value()) == (0, 1, {"at": 1})
+            assert len(reader.session("s").actions) == 1
+        assert rec.checkpoint({"at": 3}, flush=False) == 2
+        rec.end()
+    with memseg.open(store_path) as reader:
+        session = reader.session("s")
+        assert [(c.id, c.at_seq, c.value()) for c in session.checkpoints] == [
+            (0, 1, {"at": 1}), (1, 2, {"at": 2}), (2, 3, {"at": 3})]
+        assert [a.value() for a in session.actions] == [0, 1, 2]
+        assert session.info.checkpoint_count == 3
+
+
+def test_unflushed_checkpoints_are_bounded_like_actions(store_path: Path) -> None:
+    state = {"blob": "x" * 300_000}
+    with memseg.open(store_path, "a", sync="none") as store, store.start_session(name="s") as rec:
+        for i in range(10):
+            rec.record("step", i, ts_ns=i)
+            rec.checkpoint(state | {"i": i}, flush=False)
+    with memseg.open(store_path) as reader:
+        session = reader.session("s")
+        # About 3 MB of snapshots: cut into blocks of about 1 MiB, not held in one.
+        assert len(session.actions.refs) >= 3
+        assert [(c.at_seq, c.value()["i"]) for c in session.checkpoints] == [
+            (i + 1, i) for i in range(10)]

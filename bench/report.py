@@ -19,8 +19,9 @@ _METHOD = """\
   a folder per run with inputs.json, events.jsonl and meta.json; one gzip
   (level 6) JSONL file per session plus an index.jsonl. The JSON-line stores splice
   the payload bytes into the line instead of re-encoding them, which favours them.
-- memseg commits at every checkpoint as well as at session end (its checkpoint is
-  a durable point); the peers commit only at session end in the first two modes.
+- Every store commits at session end only in the first two modes: memseg records
+  its checkpoints with `checkpoint(state, flush=False)` (by default a checkpoint is
+  a durable point of its own), as the peers write theirs in the session's transaction.
   "fsync at each commit" means SQLite synchronous=FULL, LMDB sync, and fsync of
   the written files for MCAP and the JSONL formats (not of their directories).
 - Timings are the best of several runs (reads stop repeating once a time budget is
@@ -30,9 +31,10 @@ _METHOD = """\
 - Reads are checked: listings must return every session with its event count,
   loads every event, kind counts the exact totals; a wrong answer is reported, not
   timed. Loading returns each event's seq, timestamp, kind, payload and result in
-  the store's natural form (bytes for SQLite and memseg, decoded JSON for the
-  JSON-line stores).
-- Dropping works on a fresh copy of the store each time: memseg archives the
+  the store's natural form: SQLite's row tuples, memseg's `Action` objects (payloads
+  as bytes in both), decoded JSON for the JSON-line stores.
+- Dropping works on a fresh copy of the store each time, written back to disk
+  (`os.sync()`) before the clock starts: memseg archives the
   sessions then compacts; SQLite deletes, VACUUMs and truncates its WAL; LMDB
   deletes then makes a compacting copy; MCAP rewrites the survivors; the JSONL
   formats delete files. "Copying the surviving bytes" reads and writes that many

@@ -36,7 +36,9 @@ class MemsegWriter(Writer):
         self._rec.record(event.kind, event.payload, result=event.result, ts_ns=event.ts_ns)
 
     def checkpoint(self, seq: int, state: dict[str, object]) -> None:
-        self._rec.checkpoint(state)
+        # Committed with the session's next commit, as every peer writes its checkpoints
+        # in the transaction that ends the session; checkpoint() alone would commit now.
+        self._rec.checkpoint(state, flush=False)
 
     def flush(self) -> None:
         self._rec.flush()

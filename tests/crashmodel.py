@@ -148,15 +148,16 @@ class Workload:
             self.model.commit()
             self.recorders[sid].flush()
 
-    def checkpoint(self, sid: uuid.UUID, value: Any) -> None:
+    def checkpoint(self, sid: uuid.UUID, value: Any, *, flush: bool = True) -> None:
         self.ts += 7
         with self.call():
             s = self.model.live[sid]
             self.model.live[sid] = replace(
                 s, checkpoints=(*s.checkpoints, (len(s.checkpoints), len(s.actions), freeze(value))))
-            self.model.stage(sid)
-            self.model.commit()
-            self.recorders[sid].checkpoint(value, ts_ns=self.ts)
+            if flush:  # otherwise buffered, like an action, until the next commit
+                self.model.stage(sid)
+                self.model.commit()
+            self.recorders[sid].checkpoint(value, ts_ns=self.ts, flush=flush)
 
     def end(self, sid: uuid.UUID, status: str | None = "ok") -> None:
         with self.call():
@@ -201,6 +202,7 @@ def standard_workload(w: Workload, *, flushes: int = 3, payload_bytes: int = 40)
     w.open()
     w.resume(b)
     w.record(b, "step", "after reopen")
+    w.checkpoint(b, {"buffered": True}, flush=False)
     w.flush(b)
     c = w.start(3, None, {"anon": True})
     w.record(c, "x", 1)

@@ -381,11 +381,15 @@ def _plan(session: Session | None, entry: TocEntry | None, item: _Found) -> _Pla
     if entry is None and item.session is None:
         notes.append("SESSION record lost: name and metadata unknown")
     kinds = snap.kinds if snap else ()
-    if session is not None and not kinds:
+    if session is not None:
         try:
-            kinds = session.actions.kinds
+            committed_kinds = session.actions.kinds
         except MemsegError:
-            kinds = ()
+            committed_kinds = ()
+        # Kind dictionaries only grow: a later snapshot's extends the committed one. One
+        # that does not (a stale copy, or a count forged to look newer) loses to it.
+        if kinds[: len(committed_kinds)] != committed_kinds:
+            kinds = committed_kinds
     # The state of whatever was written last about the session: the TOC entry (which
     # alone records archiving) unless a newer snapshot or block follows it.
     state, status = State.ACTIVE, None

@@ -146,6 +146,8 @@ class _Plan:
     # The session's TOC entry and the blocks it names, when it has one.
     entry: TocEntry | None = None
     committed: frozenset[int] = frozenset()
+    # Whether a reader reads the committed session whole, without an error.
+    readable: bool = False
 
 
 def _collect(m: Mapped, records: list[RecordInfo], report: SalvageReport) -> dict[uuid.UUID, _Found]:
@@ -330,7 +332,8 @@ def _whole(plan: _Plan, intact: set[int]) -> bool:
     """Whether a session can be copied as stored: committed, every record it names intact,
     nothing lost, nothing newer after its commit."""
     entry = plan.entry
-    return (entry is not None and plan.out.complete and plan.state == entry.state
+    return (entry is not None and plan.readable and plan.out.complete
+            and plan.state == entry.state
             and entry.session_offset in intact and entry.snapshot_offset in intact
             and {b.offset for b in plan.chosen} == plan.committed
             and plan.committed <= intact)
@@ -403,4 +406,20 @@ def _plan(session: Session | None, entry: TocEntry | None, item: _Found) -> _Pla
     out = SessionSalvage(sid, name, state.name.lower(), source, lost=lost,
                          damaged_blocks=item.damaged_blocks, notes=notes)
     out.lost_checkpoints = max(0, known_ck - sum(b.checkpoint_count for b in chosen))
-    return _Plan(out, meta, kinds, chosen, state, status, entry, frozenset(preferred))
+    return _Plan(out, meta, kinds, chosen, state, status, entry, frozenset(preferred),
+                 session is not None and _reads_cleanly(session))
+
+
+def _reads_cleanly(session: Session) -> bool:
+    """Whether every action and checkpoint of the session reads without an error. Intact
+    records can still disagree (a kind code past the dictionary, a value that does not
+    decode): such a session is rebuilt action by action, never copied as stored."""
+    try:
+        for action in session.actions:
+            action.value()
+            action.result_value()
+        for checkpoint in session.checkpoints:
+            checkpoint.value()
+    except MemsegError:
+        return False
+    return True

@@ -14,6 +14,7 @@ from memseg.errors import ClosedError
 from memseg.format import (
     BLOCK_MAX_ACTIONS,
     BLOCK_MAX_RAW,
+    CHECKPOINT_ENTRY,
     MAX_KIND,
     MAX_KINDS,
     MAX_VALUE,
@@ -128,7 +129,8 @@ class Recorder:
         self._pending_raw += size
         seq = self._next_seq
         self._next_seq = seq + 1
-        if self._pending_raw >= BLOCK_MAX_RAW or len(self._ts) >= BLOCK_MAX_ACTIONS:
+        if (self._pending_raw >= BLOCK_MAX_RAW
+                or len(self._ts) + len(self._checkpoints) >= BLOCK_MAX_ACTIONS):
             self._cut_block()
         return seq
 
@@ -152,9 +154,11 @@ class Recorder:
         if flush:
             self.flush()
         else:
-            # Checkpoint bytes count toward the block's bound as action bytes do.
-            self._pending_raw += len(data)
-            if self._pending_raw >= BLOCK_MAX_RAW:
+            # A buffered checkpoint counts toward the block's bounds as an action does,
+            # with its table entry: an empty snapshot still takes CHECKPOINT_ENTRY bytes.
+            self._pending_raw += CHECKPOINT_ENTRY.size + len(data)
+            if (self._pending_raw >= BLOCK_MAX_RAW
+                    or len(self._ts) + len(self._checkpoints) >= BLOCK_MAX_ACTIONS):
                 self._cut_block()
         return cid
 
@@ -185,7 +189,13 @@ class Recorder:
         if self._closed:
             raise ClosedError("closed", "recorder has ended")
         self._cut_block()
-        self._store._flush_session(self._live, status=status, end=True)
+        try:
+            self._store._flush_session(self._live, status=status, end=True)
+        except BaseException:
+            # Staging the end unregistered the recorder; the end did not commit, so
+            # it is live again (compaction must still move it, close() flush it).
+            self._store._readopt(self)
+            raise
         self._closed = True
         self._store._forget(self)
 

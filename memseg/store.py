@@ -461,6 +461,11 @@ class Store:
         with self._mutex:
             self._recorders.pop(rec.id, None)
 
+    def _readopt(self, rec: Recorder) -> None:
+        """Register ``rec`` again after its end failed to commit."""
+        with self._mutex:
+            self._recorders.setdefault(rec.id, rec)
+
     def _commit_through(self, ticket: int) -> None:
         """Commit everything staged up to ``ticket``; concurrent callers share one commit."""
         with self._commit_lock:

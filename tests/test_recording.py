@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import memseg
-from memseg.format import FILE_HEADER
+from memseg.format import BLOCK_MAX_ACTIONS, FILE_HEADER
 
 
 def _words(i: int) -> dict[str, object]:
@@ -166,3 +166,39 @@ def test_unflushed_checkpoints_are_bounded_like_actions(store_path: Path) -> Non
         assert len(session.actions.refs) >= 3
         assert [(c.at_seq, c.value()["i"]) for c in session.checkpoints] == [
             (i + 1, i) for i in range(10)]
+
+
+def test_unflushed_checkpoints_are_bounded_in_count_too(store_path: Path) -> None:
+    extra = 50
+    with memseg.open(store_path, "a", sync="none") as store, store.start_session(name="s") as rec:
+        rec.record("step", 0, ts_ns=0)
+        for i in range(BLOCK_MAX_ACTIONS + extra):
+            rec.checkpoint(b"", ts_ns=i, flush=False)  # no bytes, but an entry each
+    with memseg.open(store_path) as reader:
+        session = reader.session("s")
+        counts = session.actions.refs["actions"] + session.actions.refs["checkpoints"]
+        assert len(counts) == 2 and int(counts.max()) == BLOCK_MAX_ACTIONS
+        assert len(session.checkpoints) == BLOCK_MAX_ACTIONS + extra
+
+
+def test_an_end_that_fails_to_commit_leaves_the_recorder_live(store_path: Path) -> None:
+    with memseg.open(store_path, "a", sync="none") as store:
+        rec = store.start_session(name="s")
+        rec.record("k", 1, ts_ns=1)
+        commit = store._commit_through
+
+        def fail_once(ticket: int) -> None:
+            store._commit_through = commit  # type: ignore[method-assign]
+            raise memseg.CorruptError("injected", "a commit that fails")
+
+        store._commit_through = fail_once  # type: ignore[method-assign]
+        with pytest.raises(memseg.CorruptError):
+            rec.end()
+        assert not rec.closed
+        store.compact()  # moves the recorder, which is live again, to the new file
+        rec.record("k", 2, ts_ns=2)
+        rec.end()
+    with memseg.open(store_path) as reader:
+        session = reader.session("s")
+        assert session.info.state == "ended"
+        assert [a.value() for a in session.actions] == [1, 2]

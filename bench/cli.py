@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bench import charts, machine, report, scaling
 from bench.config import FULL, QUICK, Config, with_overrides
+from bench.results import Results
 from bench.runner import Runner
 from bench.stores import REGISTRY
 from bench.timing import freeze_workload
@@ -35,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"), help="report path")
     p.add_argument("--charts", type=Path, help="chart folder (default: bench/charts beside --out)")
     p.add_argument("--json", type=Path, help="also write the raw results as JSON here")
+    p.add_argument("--render-json", type=Path, metavar="JSON",
+                   help="run nothing: write the report and charts again from a run's --json "
+                        "(after editing bench/findings.md, say)")
     p.add_argument("--workdir", type=Path, help="where stores are built (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     return p
@@ -87,6 +91,8 @@ def run(cfg: Config, workdir: Path) -> Runner:
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run, write the report, charts and optional JSON."""
     args = _parser().parse_args(argv)
+    if args.render_json:
+        return _render_again(args)
     cfg = config_from(args)
     own_workdir = args.workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="memseg-bench-")) if own_workdir else args.workdir
@@ -102,8 +108,22 @@ def main(argv: list[str] | None = None) -> int:
     chart_dir = args.charts or out.parent / "bench" / "charts"
     drawn = charts.draw_all(res, chart_dir)
     command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
+    res.params["command"] = command.strip()
     out.write_text(report.render(res, out, drawn, command.strip()))
     if args.json:
         args.json.write_text(json.dumps(res.to_json(), indent=1))
     runner.log(f"wrote {out} and {len(drawn)} charts in {chart_dir}")
+    return 0
+
+
+def _render_again(args: argparse.Namespace) -> int:
+    """The report and charts of a saved run, its figures unchanged."""
+    res = Results.from_json(json.loads(args.render_json.read_text()))
+    out: Path = args.out
+    chart_dir = args.charts or out.parent / "bench" / "charts"
+    drawn = charts.draw_all(res, chart_dir)
+    ran = res.params.get("command", "python -m bench (command not recorded)")
+    command = f"{ran}`, rendered again from its JSON by `python -m bench --render-json"
+    out.write_text(report.render(res, out, drawn, command))
+    print(f"wrote {out} and {len(drawn)} charts in {chart_dir}")
     return 0

@@ -76,3 +76,19 @@ class Results:
     def to_json(self) -> dict[str, Any]:
         """A plain-data form for tests and later comparison."""
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Results:
+        """The results ``to_json`` wrote, to render their report again."""
+        return cls(
+            params=dict(data["params"]),
+            machine=dict(data.get("machine", {})),
+            figures={op: {store: Figure(**f) for store, f in per_store.items()}
+                     for op, per_store in data.get("figures", {}).items()},
+            extras={key: Figure(**f) for key, f in data.get("extras", {}).items()},
+            series={name: {store: [(float(x), float(y)) for x, y in points]
+                           for store, points in per_store.items()}
+                    for name, per_store in data.get("series", {}).items()},
+            failures=list(data.get("failures", [])),
+            wall_seconds=float(data.get("wall_seconds", 0.0)),
+        )

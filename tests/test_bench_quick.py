@@ -90,3 +90,22 @@ def test_report_has_tables_targets_machine_and_charts(
         "events_per_second.png", "open_vs_size.png", "size_on_disk.png"
     ]
     assert all(c.stat().st_size > 1000 for c in charts)
+
+
+def test_a_report_renders_again_from_its_json(
+    quick_run: tuple[Path, dict[str, Any]], tmp_path: Path,
+) -> None:
+    out, _ = quick_run
+    again = tmp_path / "AGAIN.md"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--render-json", str(out.parent / "results.json"),
+         "--out", str(again), "--charts", str(tmp_path / "charts")],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    first, second = out.read_text().splitlines(), again.read_text().splitlines()
+    # Only the line naming the command differs; every figure and verdict is the same.
+    differing = [(a, b) for a, b in zip(first, second, strict=True) if a != b]
+    assert len(differing) == 1 and differing[0][1].startswith("Written by")
+    assert "rendered again from its JSON" in differing[0][1]
+    assert len(list((tmp_path / "charts").glob("*.png"))) == 3

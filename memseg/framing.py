@@ -113,11 +113,3 @@ def read_record(
         raise CorruptError("wrong_kind", "reference points at another kind of record",
                            offset=offset, expected=kind.name, actual=head.kind)
     return head, read_payload(buf, head)
-
-
-def stored_view(buf: bytes | memoryview, head: RecordHeader) -> memoryview:
-    """The payload as stored, CRC-checked, without copying (for uncompressed records)."""
-    stored = memoryview(buf)[head.payload_offset : head.payload_offset + head.stored_len]
-    if crc32c(stored) != head.payload_crc:
-        raise CorruptError("payload_crc", "record payload checksum", offset=head.offset)
-    return stored

@@ -10,7 +10,7 @@ import pytest
 
 import memseg
 from memseg.format import BLOCK_HEADER
-from memseg.framing import parse_header, stored_view
+from memseg.framing import parse_header, read_payload
 from tests.retention_support import DAY_NS, dump_path, dump_store, record_session
 
 
@@ -82,7 +82,7 @@ def _block_bodies(path: Path, name: str) -> list[bytes]:
         out = []
         for ref in actions.refs:
             head = parse_header(view.buf, int(ref["offset"]), view.limit, view.header.tag)
-            out.append(bytes(stored_view(view.buf, head)[BLOCK_HEADER.size :]))
+            out.append(read_payload(view.buf, head)[BLOCK_HEADER.size :])  # BLOCKs are codec NONE
         return out
 
 

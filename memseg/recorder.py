@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -23,6 +24,22 @@ from memseg.format import (
 )
 
 _NO_RESULT = (int(ValueType.NONE), b"")
+_TS_MIN, _TS_LIMIT = -(1 << 63), 1 << 63
+
+
+def checked_ts(ts_ns: object) -> int:
+    """A caller's timestamp as the i64 a block stores, or TypeError/ValueError now.
+
+    Checked when recorded: a value that fails only when its block is encoded
+    would make every later flush of the session fail.
+    """
+    if type(ts_ns) is not int:
+        if isinstance(ts_ns, bool) or not isinstance(ts_ns, int):
+            raise TypeError(f"ts_ns must be an int (nanoseconds), not {type(ts_ns).__name__}")
+        ts_ns = int(ts_ns)
+    if not _TS_MIN <= ts_ns < _TS_LIMIT:
+        raise ValueError(f"ts_ns {ts_ns} is outside the signed 64-bit range")
+    return ts_ns
 
 if TYPE_CHECKING:
     from memseg.store import Store
@@ -100,7 +117,6 @@ class Recorder:
                 raise ValueError(f"a session holds at most {MAX_KINDS} kinds")
             code = len(self._live.kinds)
             self._live.kinds[kind] = code
-            self._live.kind_counts.append(0)
         return code
 
     def record(
@@ -120,12 +136,11 @@ class Recorder:
         size = len(pdata) + len(rdata)
         if size > MAX_VALUE:
             raise ValueError(f"payload and result exceed {MAX_VALUE} bytes")
-        self._ts.append(time.time_ns() if ts_ns is None else int(ts_ns))
+        self._ts.append(time.time_ns() if ts_ns is None else checked_ts(ts_ns))
         self._codes.append(code)
         self._flags.append(ptype | rtype << RESULT_SHIFT)
         self._payloads.append(pdata)
         self._results.append(rdata)
-        self._live.kind_counts[code] += 1
         self._pending_raw += size
         seq = self._next_seq
         self._next_seq = seq + 1
@@ -149,7 +164,7 @@ class Recorder:
         if len(data) > MAX_VALUE:
             raise ValueError(f"snapshot exceeds {MAX_VALUE} bytes")
         cid = self._live.checkpoint_count + len(self._checkpoints)
-        ts = time.time_ns() if ts_ns is None else int(ts_ns)
+        ts = time.time_ns() if ts_ns is None else checked_ts(ts_ns)
         self._checkpoints.append(PendingCheckpoint(cid, self._next_seq, ts, vtype, data))
         if flush:
             self.flush()
@@ -171,7 +186,11 @@ class Recorder:
                             self._flags, self._payloads, self._results, self._checkpoints)
         last_ts = max(self._ts[-1] if self._ts else 0,
                       self._checkpoints[-1].ts_ns if self._checkpoints else 0)
-        self._store._append_block(self._live, data, len(self._ts), len(self._checkpoints), last_ts)
+        # Kinds are counted per block, not per action: a snapshot staged meanwhile (by
+        # a compaction, say) must count only the actions its blocks hold.
+        tally = Counter(self._codes)
+        self._store._append_block(self._live, data, len(self._ts), len(self._checkpoints),
+                                  last_ts, tally)
         self._reset_pending()
 
     def flush(self) -> None:

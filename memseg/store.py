@@ -7,6 +7,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -392,7 +393,7 @@ class Store:
         return rec
 
     def _append_block(self, live: LiveSession, data: bytes, actions: int, checkpoints: int,
-                      last_ts: int) -> None:
+                      last_ts: int, kind_tally: Mapping[int, int]) -> None:
         record = frame(self._tag, Kind.BLOCK, Codec.NONE, data, len(data))
         with self._mutex:
             self._check_writable()
@@ -406,6 +407,11 @@ class Store:
             live.unsnapshotted = True
             live.action_count += actions
             live.checkpoint_count += checkpoints
+            counts = live.kind_counts
+            for code, n in kind_tally.items():
+                if code >= len(counts):
+                    counts += [0] * (code + 1 - len(counts))
+                counts[code] += n
             live.stored_bytes += len(record)
             live.last_activity_ns = max(live.last_activity_ns, last_ts)
 
@@ -429,11 +435,14 @@ class Store:
                 live.last_activity_ns = max(live.last_activity_ns, ended_ns)
             state = State.ENDED if end else State.ACTIVE
             kinds = tuple(live.kinds)
+            # Kinds recorded but not yet in a block count 0 (the recorder adds a
+            # kind to the dictionary before any block holds it).
+            counts = (*live.kind_counts, *[0] * (len(kinds) - len(live.kind_counts)))
             snap = Snapshot(
                 live.session_id, live.session_offset, state, status, live.action_count,
                 live.checkpoint_count, live.created_ns, live.last_activity_ns, ended_ns,
                 live.index_offset, live.index_block_count, 0, live.last_block_offset,
-                len(live.recent), kinds, tuple(live.kind_counts),
+                len(live.recent), kinds, counts,
             )
             payload = encode_snapshot(snap)
             # stored_bytes counts the snapshot itself, so compute its size first.

@@ -132,6 +132,47 @@ def test_bad_arguments_are_value_and_type_errors(store_path: Path) -> None:
     assert store_path.stat().st_size > FILE_HEADER.size
 
 
+@pytest.mark.parametrize("ts", [2**63, -(2**63) - 1, 2**64])
+def test_a_timestamp_outside_i64_is_refused_when_recorded(store_path: Path, ts: int) -> None:
+    with memseg.open(store_path, "a") as store:
+        rec = store.start_session(name="s")
+        rec.record("k", "kept", ts_ns=1)
+        with pytest.raises(ValueError, match="ts_ns"):
+            rec.record("k", "refused", ts_ns=ts)
+        with pytest.raises(ValueError, match="ts_ns"):
+            rec.checkpoint({"s": 1}, ts_ns=ts)
+        with pytest.raises(TypeError, match="ts_ns"):
+            rec.record("k", "refused", ts_ns=1.5)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="ts_ns"):
+            rec.record("k", "refused", ts_ns=True)
+        rec.record("k", "edge", ts_ns=2**63 - 1)
+        rec.end()  # nothing refused reached a block: the session commits
+    with memseg.open(store_path) as store:
+        actions = store.session("s").actions
+        assert [a.value() for a in actions] == ["kept", "edge"]
+        assert actions.ts_ns.tolist() == [1, 2**63 - 1] and store.session("s").checkpoints == []
+
+
+def test_kind_counts_count_only_actions_in_blocks(store_path: Path) -> None:
+    """A snapshot written while actions are buffered (a compaction does that) counts
+    the actions its blocks hold, not those still in the recorder."""
+    with memseg.open(store_path, "a") as store:
+        rec = store.start_session(name="s")
+        for i in range(BLOCK_MAX_ACTIONS + 10):  # one block cut, 10 actions buffered
+            rec.record("k", i, ts_ns=i)
+        rec.record("new-kind", "buffered", ts_ns=0)
+        store.compact()
+        with memseg.open(store_path) as reader:
+            committed = reader.session("s").actions
+            assert len(committed) == BLOCK_MAX_ACTIONS
+            assert committed.kind_counts() == {"k": BLOCK_MAX_ACTIONS}
+            assert reader.kind_counts() == {"k": BLOCK_MAX_ACTIONS}
+        rec.end()
+    with memseg.open(store_path) as store:
+        assert store.session("s").actions.kind_counts() == {"k": BLOCK_MAX_ACTIONS + 10,
+                                                           "new-kind": 1}
+
+
 def test_a_checkpoint_without_flush_waits_for_the_next_commit(store_path: Path) -> None:
     with memseg.open(store_path, "a") as store:
         rec = store.start_session(name="s")

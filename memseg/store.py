@@ -610,10 +610,18 @@ class Store:
             return
         try:
             if self.mode == "a" and self._failed is None:
+                failure: Exception | None = None
                 for rec in list(self._recorders.values()):
-                    rec._close_for_store()
+                    try:
+                        rec._close_for_store()
+                    except Exception as exc:
+                        if self._failed is not None:
+                            raise  # the file takes no more writes: nothing else can be saved
+                        failure = failure or exc  # one recorder's failure must not cost the others
                 self._recorders.clear()
                 self.commit_staged()
+                if failure is not None:
+                    raise failure
         finally:
             self._closed = True
             if self._fh is not None:

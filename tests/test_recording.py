@@ -173,6 +173,25 @@ def test_kind_counts_count_only_actions_in_blocks(store_path: Path) -> None:
                                                            "new-kind": 1}
 
 
+def test_close_commits_other_recorders_when_one_fails(store_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    store = memseg.open(store_path, "a")
+    broken, fine = store.start_session(name="broken"), store.start_session(name="fine")
+    broken.record("k", "lost with its recorder")
+    fine.record("k", "kept")
+
+    def fail() -> None:
+        raise RuntimeError("cannot cut")
+
+    monkeypatch.setattr(broken, "_cut_block", fail)
+    with pytest.raises(RuntimeError, match="cannot cut"):
+        store.close()
+    assert store.closed
+    with memseg.open(store_path) as reader:
+        assert [a.value() for a in reader.session("fine").actions] == ["kept"]
+        assert len(reader.session("broken").actions) == 0
+
+
 def test_a_checkpoint_without_flush_waits_for_the_next_commit(store_path: Path) -> None:
     with memseg.open(store_path, "a") as store:
         rec = store.start_session(name="s")

@@ -235,7 +235,10 @@ def tail_holds_a_damaged_commit(read: Reader, start: int, end: int, tag: int) ->
     """Whether [start, end) holds a commit whose TOC is intact and whose trailer is there
     but fails its checks: an acknowledged commit whose trailer was damaged later (or,
     rarely, a crash that tore the trailer's own write). A writer keeps such a tail rather
-    than cut it. A TOC with nothing trailer-like after it is an ordinary torn commit."""
+    than cut it. The trailer is "there" when all its 72 bytes are, whatever they hold (a
+    flipped bit in its tag or kind byte must not make it look torn), or when the bytes
+    present start like one. A TOC with nothing trailer-like after it is an ordinary torn
+    commit."""
     pos = start
     while pos + RECORD_HEADER.size <= end:
         chunk = read(pos, min(_SCAN_CHUNK, end - pos))
@@ -249,6 +252,8 @@ def tail_holds_a_damaged_commit(read: Reader, start: int, end: int, tag: int) ->
                 continue
             stored_len = int.from_bytes(head[12:16], "little")
             after = pos + at + record_size(stored_len)
+            if after + TRAILER_RECORD_SIZE <= end:
+                return True
             trailer = read(after, 9) if after + 9 <= end else b""
             if len(trailer) == 9 and int.from_bytes(trailer[:8], "little") == tag \
                     and trailer[8] == Kind.TRAILER:

@@ -119,13 +119,17 @@ def test_damage_in_the_last_commit_shows_the_one_before_and_is_kept(store_path: 
         assert [i.name for i in reader.sessions()] == ["s", "after"]
 
 
-def test_a_damaged_newest_trailer_is_kept_not_cut_by_the_next_writer(store_path: Path) -> None:
+# Bytes of the trailer record: its tag (0, 7), its kind byte (8), its header CRC (28) and
+# its payload (32, 71). A flip in any of them must not make the trailer look torn.
+@pytest.mark.parametrize("at", [0, 7, 8, 28, RECORD_HEADER.size, TRAILER_RECORD_SIZE - 1])
+def test_a_damaged_newest_trailer_is_kept_not_cut_by_the_next_writer(store_path: Path,
+                                                                     at: int) -> None:
     _one_session(store_path)
     with memseg.open(store_path, "a") as store, store.start_session(name="last") as rec:
         rec.record("k", "acknowledged", ts_ns=2)
     data = bytearray(store_path.read_bytes())
     [*_, trailer_at] = _record_offsets(bytes(data), Kind.TRAILER)
-    data[trailer_at + RECORD_HEADER.size] ^= 0x01  # bit rot in the acknowledged trailer
+    data[trailer_at + at] ^= 0x01  # bit rot in the acknowledged trailer
     store_path.write_bytes(data)
     with memseg.open(store_path) as reader:
         assert [i.name for i in reader.sessions()] == ["s"]  # the trailer no longer counts

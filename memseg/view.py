@@ -104,9 +104,11 @@ def _index_chunks(view: View, entry: TocEntry, snap: Snapshot) -> list[BlockRefs
 
 def _recent_blocks(view: View, entry: TocEntry, snap: Snapshot, indexed_last: int) -> BlockRefs:
     """Blocks written since the last INDEX chunk, found by walking the block chain back."""
-    refs = np.zeros(snap.recent_count, dtype=BLOCK_REF)
+    # Filled as the chain is walked, never sized from recent_count up front: that
+    # count is read from the file, and a damaged one must fail the walk, not allocate.
+    found: list[tuple[int, int, int]] = []
     offset = snap.last_block_offset
-    for i in range(snap.recent_count - 1, -1, -1):
+    for _ in range(snap.recent_count):
         head = parse_header(view.buf, offset, entry.snapshot_offset, view.header.tag)
         if head.kind != Kind.BLOCK:
             raise CorruptError("wrong_kind", "block chain", offset=offset, expected="BLOCK",
@@ -115,12 +117,13 @@ def _recent_blocks(view: View, entry: TocEntry, snap: Snapshot, indexed_last: in
         if block.session_id != entry.session_id:
             raise CorruptError("wrong_session", "block chain leads to another session's block",
                                offset=offset)
-        refs[i] = (offset, block.count, block.checkpoint_count)
+        found.append((offset, block.count, block.checkpoint_count))
         offset = block.prev_block
     if snap.recent_count and offset != indexed_last:
         raise CorruptError("bad_reference", "block chain does not meet the index",
                            offset=snap.last_block_offset, expected=indexed_last, actual=offset)
-    return refs
+    found.reverse()
+    return np.array(found, dtype=BLOCK_REF)
 
 
 def read_snapshot(view: View, entry: TocEntry) -> Snapshot:

@@ -11,7 +11,7 @@ import pytest
 import memseg
 from fuzz.corpus import payload_of, records, rewrite
 from memseg.container import encode_file_header
-from memseg.format import BLOCK_HEADER, Kind, padded
+from memseg.format import BLOCK_HEADER, SNAPSHOT_HEADER, Kind, padded
 from memseg.salvage import salvage
 from tests.faultfs import SimFS
 
@@ -217,3 +217,31 @@ def test_salvage_ignores_a_stale_snapshot_copied_after_the_newest(tmp_path: Path
     salvage(path, out)
     with memseg.open(out, "r") as store:
         assert [a.kind for a in store.session(sid).actions] == ["first", "second"]
+
+
+
+def test_a_snapshot_claiming_billions_of_recent_blocks_fails_the_walk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CRC-valid snapshot with recent_count 2**32-1 made readers, verify and salvage
+    allocate a 64 GiB array before walking a single block (numpy MemoryError)."""
+    path = tmp_path / "f.mseg"
+    monkeypatch.setattr(memseg.codec, "MIN_COMPRESS", 1 << 62)  # snapshots stored as they are
+    with memseg.open(path, "a") as store:
+        rec = store.start_session(session_id=uuid.UUID(int=1))
+        rec.record("k", "one", ts_ns=1)
+        rec.flush()  # its snapshot: one recent block, no INDEX chunk yet
+        # A later commit, so the newest commit's region CRC does not cover that snapshot.
+        store.start_session(session_id=uuid.UUID(int=2)).end("ok")
+    data = path.read_bytes()
+    recent = slice(SNAPSHOT_HEADER.size - 4, SNAPSHOT_HEADER.size)  # recent_count, the last field
+    snap = next(r for r in records(data) if r.kind == Kind.SNAPSHOT
+                and payload_of(data, r)[recent] == (1).to_bytes(4, "little"))
+    body = bytearray(payload_of(data, snap))
+    body[recent] = (2**32 - 1).to_bytes(4, "little")
+    path.write_bytes(rewrite(data, snap, bytes(body)))
+    with memseg.open(path, "r") as reader:
+        assert len(reader.session(uuid.UUID(int=2)).actions) == 0
+        with pytest.raises(memseg.CorruptError):
+            reader.session(uuid.UUID(int=1)).actions.refs
+    assert not memseg.verify(path).ok
+    assert uuid.UUID(int=2) in _salvaged_actions(path, tmp_path)

@@ -123,16 +123,22 @@ class Recorder:
         self, kind: str, payload: object = None, *, result: object = None, ts_ns: int | None = None
     ) -> int:
         """Append one action; returns its seq. Durable after the next flush."""
-        if self._closed:
-            raise ClosedError("closed", "recorder has ended")
-        code = self._live.kinds.get(kind)
-        if code is None:
-            code = self._kind_code(kind)
         ptype, pdata = encode_value(payload)
         if result is None:
             rtype, rdata = _NO_RESULT
         else:
             rtype, rdata = encode_value(result)
+        return self._record_stored(kind, ptype, pdata, rtype, rdata, ts_ns)
+
+    def _record_stored(self, kind: str, ptype: int, pdata: bytes, rtype: int, rdata: bytes,
+                       ts_ns: int | None) -> int:
+        """Append one action given as stored (value types and bytes); salvage copies
+        actions this way, so no value goes through a decode and encode."""
+        if self._closed:
+            raise ClosedError("closed", "recorder has ended")
+        code = self._live.kinds.get(kind)
+        if code is None:
+            code = self._kind_code(kind)
         size = len(pdata) + len(rdata)
         if size > MAX_VALUE:
             raise ValueError(f"payload and result exceed {MAX_VALUE} bytes")
@@ -156,9 +162,13 @@ class Recorder:
         are committed before this returns. With ``flush=False`` it is buffered like an
         action, and is committed by the next ``flush()``, ``checkpoint()`` or ``end()``.
         """
+        vtype, data = encode_value(snapshot)
+        return self._checkpoint_stored(vtype, data, ts_ns, flush)
+
+    def _checkpoint_stored(self, vtype: int, data: bytes, ts_ns: int | None, flush: bool) -> int:
+        """Record a checkpoint given as stored (value type and bytes), as salvage copies it."""
         if self._closed:
             raise ClosedError("closed", "recorder has ended")
-        vtype, data = encode_value(snapshot)
         if vtype == ValueType.NONE:
             raise ValueError("a checkpoint needs a snapshot")
         if len(data) > MAX_VALUE:

@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from memseg.blocks import BlockView
-from memseg.codec import json_object
+from memseg.codec import decode_value, json_object
 from memseg.container import Commit
 from memseg.errors import MemsegError
-from memseg.format import Kind, State
+from memseg.format import Kind, State, ValueType
 from memseg.framing import parse_header, read_payload
 from memseg.model import Checkpoint
+from memseg.recorder import Recorder
 from memseg.records import SessionRecord, Snapshot, decode_session, decode_snapshot
 from memseg.scan import GAP, OK, PAYLOAD_CRC, Mapped, Progress, RecordInfo, mapped, open_view, scan_mapped
 from memseg.store import Store
@@ -240,6 +241,7 @@ def _write_session(store: Store, m: Mapped, plan: _Plan, tick: Callable[[int], N
         (c for ref in chosen if ref.checkpoint_count for c in view(ref).checkpoints()),
         key=lambda c: (c.at_seq, c.id))
     names = list(plan.kinds)
+    retyped: list[int] = []  # one entry per value kept as bytes
     ci = 0
     for ref in chosen:
         block = view(ref)
@@ -248,15 +250,19 @@ def _write_session(store: Store, m: Mapped, plan: _Plan, tick: Callable[[int], N
         names += [f"unknown-kind-{code}" for code in range(len(names), top + 1)]
         for action in block.actions(0, block.count, names):
             while ci < len(checkpoints) and checkpoints[ci].at_seq <= action.seq:
-                c = checkpoints[ci]
-                rec.checkpoint(c.value(), ts_ns=c.ts_ns)
+                _copy_checkpoint(rec, checkpoints[ci], retyped)
                 ci += 1
-            rec.record(action.kind, action.value(), result=action.result_value(),
-                       ts_ns=action.ts_ns)
+            ptype, pdata = _decodable(action.payload_type, action.payload, retyped)
+            rtype, rdata = (action.result_type, b"") if action.result is None else \
+                _decodable(action.result_type, action.result, retyped)
+            rec._record_stored(action.kind, ptype, pdata, rtype, rdata, action.ts_ns)
         del block
         tick(ref.count)
     for c in checkpoints[ci:]:
-        rec.checkpoint(c.value(), ts_ns=c.ts_ns)
+        _copy_checkpoint(rec, c, retyped)
+    if retyped:
+        out.notes.append(f"{len(retyped)} values did not decode as their stored type; "
+                         "their bytes were kept as bytes values")
     out.actions = sum(b.count for b in chosen)
     out.checkpoints = len(checkpoints)
     if plan.state == State.ACTIVE:
@@ -265,6 +271,27 @@ def _write_session(store: Store, m: Mapped, plan: _Plan, tick: Callable[[int], N
     rec.end(plan.status)
     if plan.state == State.ARCHIVED:
         store.archive(out.session_id)
+
+
+def _decodable(value_type: int, data: bytes, retyped: list[int]) -> tuple[int, bytes]:
+    """A stored value to copy as it is, or as bytes when it does not decode as its type
+    (intact records can still hold such a value): salvage keeps the bytes either way."""
+    try:
+        decode_value(value_type, data, -1)
+    except MemsegError:
+        retyped.append(value_type)
+        return int(ValueType.BYTES), data
+    return value_type, data
+
+
+def _copy_checkpoint(rec: Recorder, c: Checkpoint, retyped: list[int]) -> None:
+    """Copy a checkpoint's stored snapshot (a NONE-typed one, which no writer makes,
+    arrives as empty bytes)."""
+    vtype, data = _decodable(c.snapshot_type, c.snapshot, retyped)
+    if vtype == ValueType.NONE:
+        retyped.append(vtype)
+        vtype = int(ValueType.BYTES)
+    rec._checkpoint_stored(vtype, data, c.ts_ns, flush=False)
 
 
 def salvage(src: str | os.PathLike[str], dst: str | os.PathLike[str],

@@ -12,6 +12,7 @@ import memseg
 from fuzz.corpus import payload_of, records, rewrite
 from memseg.container import encode_file_header
 from memseg.format import BLOCK_HEADER, SNAPSHOT_HEADER, Kind, padded
+from memseg.framing import RecordHeader
 from memseg.salvage import salvage
 from tests.faultfs import SimFS
 
@@ -242,6 +243,65 @@ def test_a_snapshot_claiming_billions_of_recent_blocks_fails_the_walk(
     with memseg.open(path, "r") as reader:
         assert len(reader.session(uuid.UUID(int=2)).actions) == 0
         with pytest.raises(memseg.CorruptError):
-            reader.session(uuid.UUID(int=1)).actions.refs
+            len(reader.session(uuid.UUID(int=1)).actions.refs)
     assert not memseg.verify(path).ok
     assert uuid.UUID(int=2) in _salvaged_actions(path, tmp_path)
+
+
+def _blob_at(data: bytes, block: RecordHeader) -> int:
+    """File offset of a block's payload blob (its sections after the columns)."""
+    n = BLOCK_HEADER.unpack_from(data, block.payload_offset)[-11]
+    return block.payload_offset + BLOCK_HEADER.size + 8 * n + padded(2 * n) + padded(n) + padded(8 * n)
+
+
+def test_salvage_rebuilds_a_session_whose_checkpoint_is_json_null(tmp_path: Path) -> None:
+    """checkpoint(float("nan")) stores JSON null; rebuilding the session called
+    checkpoint(None), which raises, so salvage stopped with a half-written file."""
+    path = tmp_path / "f.mseg"
+    with memseg.open(path, "a") as store:
+        rec = store.start_session(session_id=uuid.UUID(int=1))
+        rec.record("k", 1, ts_ns=1)
+        rec.checkpoint(float("nan"), ts_ns=2)
+        rec.record("k", "in a block damaged below", ts_ns=3)
+        rec.flush()
+        rec.end("ok")
+    data = bytearray(path.read_bytes())
+    second = [r for r in records(bytes(data)) if r.kind == Kind.BLOCK][1]
+    data[_blob_at(bytes(data), second)] ^= 0xFF  # the session no longer reads whole
+    path.write_bytes(bytes(data))
+    out = tmp_path / "salvaged.mseg"
+    report = salvage(path, out)
+    assert report.lost_actions == 1
+    with memseg.open(out) as store:
+        session = store.session(uuid.UUID(int=1))
+        assert [a.value() for a in session.actions] == [1]
+        assert [(c.at_seq, c.value()) for c in session.checkpoints] == [(1, None)]
+
+
+def test_salvage_keeps_a_value_that_does_not_decode_as_bytes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Intact records holding a str value that is not UTF-8: rebuilding the session
+    decoded it and the CorruptError stopped the whole salvage."""
+    path = tmp_path / "f.mseg"
+    monkeypatch.setattr(memseg.codec, "MIN_COMPRESS", 1 << 62)  # blobs stored as they are
+    with memseg.open(path, "a") as store:
+        rec = store.start_session(session_id=uuid.UUID(int=1))
+        rec.record("k", "ok", ts_ns=1)
+        rec.record("k", "\u00e9\u00e9", ts_ns=2)
+        rec.end("ok")
+        store.start_session(session_id=uuid.UUID(int=2)).end("ok")  # a later commit
+    data = path.read_bytes()
+    block = next(r for r in records(data) if r.kind == Kind.BLOCK)
+    payload = bytearray(payload_of(data, block))
+    at = _blob_at(data, block) - block.payload_offset + len("ok")
+    assert payload[at : at + 4] == "\u00e9\u00e9".encode()
+    payload[at : at + 4] = b"\xff\xfe\xff\xfe"
+    path.write_bytes(rewrite(data, block, bytes(payload)))
+    out = tmp_path / "salvaged.mseg"
+    report = salvage(path, out)
+    [session] = [s for s in report.sessions if s.session_id == uuid.UUID(int=1)]
+    assert session.lost_actions == 0 and any("did not decode" in n for n in session.notes)
+    with memseg.open(out) as store:
+        assert [a.value() for a in store.session(uuid.UUID(int=1)).actions] == [
+            "ok", b"\xff\xfe\xff\xfe"]
+    assert memseg.verify(out).ok

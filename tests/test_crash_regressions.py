@@ -250,7 +250,7 @@ def test_a_snapshot_claiming_billions_of_recent_blocks_fails_the_walk(
 
 def _blob_at(data: bytes, block: RecordHeader) -> int:
     """File offset of a block's payload blob (its sections after the columns)."""
-    n = BLOCK_HEADER.unpack_from(data, block.payload_offset)[-11]
+    n: int = BLOCK_HEADER.unpack_from(data, block.payload_offset)[-11]
     return block.payload_offset + BLOCK_HEADER.size + 8 * n + padded(2 * n) + padded(n) + padded(8 * n)
 
 

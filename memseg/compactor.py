@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from memseg.container import Commit, encode_file_header, encode_trailer_payload
-from memseg.errors import WriteFailedError
+from memseg.errors import CorruptError, WriteFailedError
 from memseg.format import COMPACT_SUFFIX, TRAILER, Codec, Kind, State
 from memseg.framing import encode_record, frame
 from memseg.fs import OS_FS, Buffer, FileHandle, FileSystem
@@ -112,6 +112,11 @@ def compact(path: PathLike, *, progress: Progress | None = None, fs: FileSystem 
 
 def compact_store(store: Store, progress: Progress | None = None) -> CompactReport:
     """Compact a store open for writing; it goes on writing to the new file, lock held."""
+    if store.kept_from is not None:
+        raise CorruptError(
+            "kept_commit", "this file holds an unverified or damaged commit, kept for "
+            "salvage when it was opened; compacting would drop it: salvage the file "
+            "(memseg salvage) and use the salvaged file", offset=store.kept_from)
     started = time.perf_counter()
     _settle(store)
     try:

@@ -125,6 +125,9 @@ class Store:
         self._commit_lock = threading.Lock()
         self._failed: WriteFailedError | None = None
         self._recorders: dict[uuid.UUID, Recorder] = {}
+        # Where the bytes of a possibly acknowledged commit that this writer kept for
+        # salvage begin (SPEC section 11); compaction would drop them, so it refuses.
+        self.kept_from: int | None = None
         if mode == "r":
             self._view, self._located, buf = read_view(self._fs, self.path)
             self._buffers.append(buf)
@@ -193,6 +196,7 @@ class Store:
                     expected=f"< {COMMIT_SEQ_LIMIT - 1}", actual=located.commit.seq)
             committed = located.commit.end if located.commit else FILE_HEADER.size
             region_crc = 0
+            kept_from: int | None = None
             if located.unverified or (
                     committed < size and tail_holds_a_damaged_commit(fh.read, committed, size, header.tag)):
                 # An intact trailer whose commit failed its region CRC, or an intact
@@ -204,6 +208,7 @@ class Store:
                 if pad:
                     fh.write(size, pad)
                 region_crc = crc32c(fh.read(committed, size - committed) + pad)
+                kept_from = committed
                 committed = size + len(pad)
             elif committed < size:
                 fh.truncate(committed)  # the torn tail of a writer that died
@@ -226,6 +231,7 @@ class Store:
         self._durable_ticket = 0
         # CRC32C of every byte appended since the last commit's trailer.
         self._region_crc = region_crc
+        self.kept_from = kept_from
         self._view_cache: View | None = None
 
     def _lock(self, timeout: float) -> FileHandle:

@@ -157,3 +157,27 @@ def test_a_commit_cut_before_its_trailer_is_cut_and_the_file_verifies_clean(
         assert store_path.stat().st_size == good  # an ordinary torn commit: cut
         assert [i.name for i in store.sessions()] == ["s"]
     assert memseg.verify(store_path).ok
+
+
+def test_compaction_refuses_to_drop_a_commit_kept_for_salvage(store_path: Path) -> None:
+    _one_session(store_path)
+    with memseg.open(store_path, "a") as store, store.start_session(name="last") as rec:
+        rec.record("k", "acknowledged", ts_ns=2)
+    data = bytearray(store_path.read_bytes())
+    [*_, trailer_at] = _record_offsets(bytes(data), Kind.TRAILER)
+    data[trailer_at + RECORD_HEADER.size] ^= 0x01
+    store_path.write_bytes(data)
+    with pytest.raises(memseg.CorruptError) as caught:
+        memseg.compact(store_path)
+    assert caught.value.reason == "kept_commit"
+    assert store_path.read_bytes() == bytes(data)  # nothing dropped, nothing written
+    with memseg.open(store_path, "a") as store:
+        assert store.kept_from is not None
+        store.start_session(name="after").end()
+        with pytest.raises(memseg.CorruptError, match="kept_commit"):
+            store.compact()
+    salvaged = store_path.parent / "salvaged.mseg"
+    memseg.salvage(store_path, salvaged)
+    memseg.compact(salvaged)
+    with memseg.open(salvaged) as store:
+        assert [a.value() for a in store.session("last").actions] == ["acknowledged"]

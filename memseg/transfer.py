@@ -107,10 +107,15 @@ class Copied:
     blocks_in: int
 
 
+def entries(block: SourceBlock) -> int:
+    """Actions and checkpoints: what BLOCK_MAX_ACTIONS bounds, as when recording."""
+    return block.actions + block.checkpoints
+
+
 def _small(block: SourceBlock) -> bool:
     """Blocks under a quarter of the bounds are worth merging; larger ones are copied
     as stored, since merging them would recompress much for little gain."""
-    return block.raw < BLOCK_MAX_RAW // 4 and block.actions < BLOCK_MAX_ACTIONS // 4
+    return block.raw < BLOCK_MAX_RAW // 4 and entries(block) < BLOCK_MAX_ACTIONS // 4
 
 
 def group_blocks(blocks: tuple[SourceBlock, ...]) -> tuple[tuple[int, int], ...]:
@@ -122,18 +127,18 @@ def group_blocks(blocks: tuple[SourceBlock, ...]) -> tuple[tuple[int, int], ...]
     one block per group, so compacting a compacted file changes nothing.
     """
     groups: list[tuple[int, int]] = []
-    start = actions = raw = 0
+    start = count = raw = 0
     for i, b in enumerate(blocks):
         if not _small(b):
             if i > start:
                 groups.append((start, i))
             groups.append((i, i + 1))
-            start, actions, raw = i + 1, 0, 0
+            start, count, raw = i + 1, 0, 0
             continue
-        if i > start and (actions + b.actions > BLOCK_MAX_ACTIONS or raw + b.raw > BLOCK_MAX_RAW):
+        if i > start and (count + entries(b) > BLOCK_MAX_ACTIONS or raw + b.raw > BLOCK_MAX_RAW):
             groups.append((start, i))
-            start, actions, raw = i, 0, 0
-        actions += b.actions
+            start, count, raw = i, 0, 0
+        count += entries(b)
         raw += b.raw
     if start < len(blocks):
         groups.append((start, len(blocks)))

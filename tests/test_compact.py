@@ -19,7 +19,7 @@ import pytest
 import memseg
 from memseg.blockmerge import merge_records
 from memseg.blocks import PendingCheckpoint, encode_block
-from memseg.format import COMPACT_SUFFIX, RESULT_SHIFT
+from memseg.format import BLOCK_MAX_ACTIONS, COMPACT_SUFFIX, RESULT_SHIFT
 from memseg.framing import parse_header
 from memseg.view import View
 from tests.retention_support import (
@@ -67,6 +67,26 @@ def test_compaction_merges_the_blocks_of_frequent_flushes(store_path: Path) -> N
     assert report.blocks_after == 1
     assert report.bytes_merged > 0
     assert report.bytes_after < report.bytes_before / 5
+
+
+def test_merged_blocks_count_checkpoints_toward_the_entry_bound(store_path: Path) -> None:
+    """A merged block holds at most BLOCK_MAX_ACTIONS actions and checkpoints together,
+    the bound a recorder cuts at: 2,100 flushes of 1 action and 3 checkpoints are 8,400
+    entries, more than one block may hold."""
+    with memseg.open(store_path, "a", sync="none") as store, store.start_session(name="s") as rec:
+        for i in range(2100):
+            rec.record("line", i, ts_ns=i)
+            for j in range(3):
+                rec.checkpoint({"j": j}, ts_ns=i, flush=False)
+            rec.flush()
+    before = dump_path(store_path)
+    report = memseg.compact(store_path)
+    assert dump_path(store_path) == before
+    assert report.blocks_before == 2100 and report.blocks_after == 2
+    with memseg.open(store_path) as store:
+        refs = store.session("s").actions.refs
+        entries = (refs["actions"] + refs["checkpoints"]).tolist()
+        assert max(entries) <= BLOCK_MAX_ACTIONS and sum(entries) == 8400
 
 
 def test_full_blocks_are_copied_not_recompressed(store_path: Path) -> None:

@@ -1,9 +1,10 @@
 """The ``memseg`` command line: look into, check, search and repair memseg files.
 
-Exit codes: 0 fine, 1 problems found (damage, differences, no match), 2 usage
-error or unreadable input. Commands that only read open the file O_RDONLY and
-never write, lock or truncate it. The logic lives in library modules
-(forensics, scan, salvage, search, compare); this module only parses and prints.
+Exit codes: 0 fine, 1 problems found (damaged data, differences, no match), 2 usage
+error, unreadable input or a refused request (locked file, session in the wrong
+state). Commands that only read open the file O_RDONLY and never write, lock or
+truncate it. The logic lives in library modules (forensics, scan, salvage, search,
+compare); this module only parses and prints.
 """
 
 from __future__ import annotations
@@ -15,25 +16,36 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from memseg import cli_admin, cli_forensic, cli_read
-from memseg.cli_common import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, Command, UsageError
+from memseg.cli_common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    Command,
+    FileError,
+    UsageError,
+    category,
+    error_record,
+)
 from memseg.cliout import Out
-from memseg.errors import LockedError, MemsegError, NotMemsegError, VersionError
+from memseg.errors import MemsegError
+
+EXIT_STATUS = (
+    "exit status: 0 fine; 1 problems found (damaged data, differences, no match); 2 usage "
+    "error, unreadable input, or a refused request (locked file, session in the wrong state).")
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         # argparse exits 2 on its own; raising lets main() return the code instead.
-        self.print_usage(sys.stderr)
-        raise UsageError(message)
+        raise UsageError(message, usage=self.format_usage())
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = _Parser(
         prog="memseg", description="Look into, check, search and repair memseg files.",
-        epilog="exit status: 0 fine, 1 problems found (damage, differences, no match), "
-               "2 usage error or unreadable input. Commands that only read never write, lock "
-               "or truncate the file. Every command takes --json (replay: --jsonl).")
+        epilog=f"{EXIT_STATUS} Commands that only read never write, lock or truncate the file. "
+               "Every command takes --json (replay: --jsonl); with it, messages on stderr are "
+               "JSON objects, one a line.")
     from memseg import __version__
 
     parser.add_argument("--version", action="version", version=f"memseg {__version__}")
@@ -49,39 +61,53 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
          stderr: TextIO | None = None) -> int:
     """Run the command line; returns the exit code."""
     out = Out(stdout, stderr)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Until the arguments parse, guess: a bad argument is reported as --json asks too.
+    out.json_errors = bool({"--json", "--jsonl"} & set(argv))
     parser = build_parser()
     args = argparse.Namespace()
     try:
         args = parser.parse_args(argv)
+        out.json_errors = bool(getattr(args, "json", False) or getattr(args, "jsonl", False))
         run: Command | None = getattr(args, "run", None)
         if run is None:
             parser.print_help(out.stdout)
             return EXIT_USAGE
         return run(args, out)
     except UsageError as exc:
-        out.error(str(exc))
-        return EXIT_USAGE
-    except (NotMemsegError, VersionError) as exc:
-        out.error(f"{getattr(args, 'file', '')}: {exc}")
-        return EXIT_USAGE
-    except LockedError as exc:
-        out.error(f"{exc}")
-        return EXIT_USAGE
-    except FileExistsError as exc:
-        out.error(str(exc))
-        return EXIT_USAGE
+        if exc.usage and not out.json_errors:
+            out.stderr.write(exc.usage)
+        return _fail(out, exc, None)
+    except FileError as exc:
+        return _fail(out, exc.error, exc.path)
+    except MemsegError as exc:
+        return _fail(out, exc, _file_of(args))
     except OSError as exc:
         if isinstance(exc, BrokenPipeError):
             _quiet_stdout()
             return EXIT_OK
-        name = exc.filename or getattr(args, "file", None) or getattr(args, "src", "")
-        out.error(f"{name}: {exc.strerror or exc}".lstrip(": "))
-        return EXIT_USAGE
-    except MemsegError as exc:
-        out.error(f"damaged data: {exc}")
-        return EXIT_PROBLEMS
+        return _fail(out, exc, exc.filename or _file_of(args))
     except KeyboardInterrupt:
         return 130
+
+
+def _file_of(args: argparse.Namespace) -> str | None:
+    """The file a command works on (salvage's is its source)."""
+    name = getattr(args, "file", None) or getattr(args, "src", None)
+    return os.fspath(name) if name is not None else None
+
+
+def _fail(out: Out, exc: UsageError | MemsegError | OSError, file: str | None) -> int:
+    """Report the error that ended a command, naming its file; returns the exit status."""
+    label, code = category(exc)
+    if isinstance(exc, MemsegError):
+        parts = [file, label, str(exc)]
+    elif isinstance(exc, OSError):
+        parts = [file, exc.strerror or str(exc)]
+    else:
+        parts = [str(exc)]
+    out.error(": ".join(p for p in parts if p), error_record(exc, file))
+    return code
 
 
 def _quiet_stdout() -> None:

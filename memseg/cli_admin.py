@@ -1,4 +1,4 @@
-"""Subcommands that write: demo, compact, archive, unarchive, sweep, export, import.
+"""Subcommands that write: demo, compact, archive, unarchive, end, sweep, export, import.
 
 Each is the command-line face of one library call; they take the writer's lock
 like any writer and exit 2 if another process holds it.
@@ -7,19 +7,33 @@ like any writer and exit 2 if another process holds it.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 
 import memseg
-from memseg.cli_common import EXIT_OK, Subparsers, UsageError, open_reader, resolve_session
+from memseg.cli_common import (
+    EXIT_OK,
+    Subparsers,
+    UsageError,
+    about,
+    file_info,
+    open_reader,
+    resolve_session,
+)
 from memseg.cli_read import print_info, print_sessions
 from memseg.cliout import Out, short_id, size
 from memseg.demo import record_demo
-from memseg.forensics import info
+from memseg.errors import LockedError, NotMemsegError, StateError, VersionError
+from memseg.model import SessionInfo
+
+# Errors that, once the source is open, can only concern the file copied into.
+_DEST_ERRORS = (NotMemsegError, VersionError, LockedError, StateError)
 
 
 def register_demo(sub: Subparsers) -> None:
     """Add ``demo`` (listed first: it is the first command a newcomer runs)."""
-    p = sub.add_parser("demo", help="record a few example agent sessions into FILE and show them")
+    p = sub.add_parser("demo", help="record a few example agent sessions into FILE (a new file) "
+                       "and show them")
     p.add_argument("file")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_demo)
@@ -39,6 +53,13 @@ def register(sub: Subparsers) -> None:
         p.add_argument("sessions", nargs="+", metavar="SESSION")
         p.add_argument("--json", action="store_true")
         p.set_defaults(run=cmd_archive, undo=undo)
+
+    p = sub.add_parser("end", help="end active sessions whose writer is gone (finished or died)")
+    p.add_argument("file")
+    p.add_argument("sessions", nargs="+", metavar="SESSION")
+    p.add_argument("--status", help="the status to record (default: none)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_end)
 
     p = sub.add_parser("sweep", help="archive ended sessions inactive for some days")
     p.add_argument("file")
@@ -66,13 +87,17 @@ def register(sub: Subparsers) -> None:
 
 
 def cmd_demo(args: argparse.Namespace, out: Out) -> int:
-    """memseg demo: record the example sessions, then show the file."""
+    """memseg demo: record the example sessions into a new file, then show the file."""
+    if os.path.lexists(args.file):
+        # A second run would add sessions of the same names, and the examples that look
+        # sessions up by name would then refuse the ambiguous names.
+        raise FileExistsError(errno.EEXIST, "exists; the demo records into a new file", args.file)
     record_demo(args.file)
-    fi = info(args.file)
+    report = file_info(args.file)
     if args.json:
-        out.json(fi)
+        out.json(report.as_json())
         return EXIT_OK
-    print_info(out, fi)
+    print_info(out, report)
     out.line()
     with open_reader(args.file) as store:
         print_sessions(out, store.sessions())
@@ -106,16 +131,29 @@ def cmd_compact(args: argparse.Namespace, out: Out) -> int:
     return EXIT_OK
 
 
-def _keys(path: str, sessions: list[str]) -> list[str]:
-    """Session ids for the keys given (ids, unique prefixes or names)."""
+def _sessions(path: str, keys: list[str]) -> list[SessionInfo]:
+    """The sessions the keys name (ids, unique prefixes or names)."""
     with open_reader(path) as store:
-        return [str(resolve_session(store, k)) for k in sessions]
+        return [store.session(resolve_session(store, k)).info for k in keys]
+
+
+def _refuse_active(path: str, infos: list[SessionInfo]) -> None:
+    """Archiving an active session is refused; say how to end it from here."""
+    for i in infos:
+        if i.state.value == "active":
+            raise StateError(
+                "active", f"session {i.id} is still active (being recorded, or its writer died); "
+                f"once no process writes the file, `memseg end {path} {i.id}` ends it",
+                expected="ended", actual="active")
 
 
 def cmd_archive(args: argparse.Namespace, out: Out) -> int:
     """memseg archive / unarchive: change sessions' state in the TOC."""
     _must_exist(args.file)
-    keys = _keys(args.file, args.sessions)
+    infos = _sessions(args.file, args.sessions)
+    if not args.undo:
+        _refuse_active(args.file, infos)
+    keys = [str(i.id) for i in infos]
     with memseg.open(args.file, "a") as store:
         changed = store.unarchive(keys) if args.undo else store.archive(keys)
     verb = "unarchived" if args.undo else "archived"
@@ -124,12 +162,31 @@ def cmd_archive(args: argparse.Namespace, out: Out) -> int:
     return EXIT_OK
 
 
+def cmd_end(args: argparse.Namespace, out: Out) -> int:
+    """memseg end: seal active sessions, as their writer would have."""
+    _must_exist(args.file)
+    infos = _sessions(args.file, args.sessions)
+    for i in infos:
+        if i.state.value != "active":
+            raise StateError("not_active", f"session {i.id} is {i.state.value}; only active "
+                             "sessions end", expected="active", actual=i.state.value)
+    keys = list(dict.fromkeys(str(i.id) for i in infos))
+    # The writer's lock: refused (LockedError) while a process still records into the file.
+    with memseg.open(args.file, "a") as store:
+        for key in keys:
+            store.resume(key).end(args.status)
+    _report(out, args.json, {"ended": len(keys), "sessions": keys},
+            [f"ended {len(keys)} session(s)"])
+    return EXIT_OK
+
+
 def cmd_sweep(args: argparse.Namespace, out: Out) -> int:
     """memseg sweep: archive sessions inactive for some days (or say which, with --dry-run)."""
     _must_exist(args.file)
     if args.days < 0:
         raise UsageError("--days must be >= 0")
-    with memseg.open(args.file, "a") as store:
+    archive_file = args.archive_to or args.file
+    with memseg.open(args.file, "a") as store, about(archive_file, *_DEST_ERRORS):
         r = store.sweep(args.days, archive_to=args.archive_to,
                         max_archive_bytes=args.max_archive_bytes, dry_run=args.dry_run)
     head = "would archive" if r.dry_run else "archived"
@@ -150,10 +207,11 @@ def _copy_sessions(src: str, dest: str, sessions: list[str]) -> tuple[int, list[
     if os.path.abspath(src) == os.path.abspath(dest):
         raise UsageError("the source and destination files must differ")
     _must_exist(src)
-    with memseg.open(src, "r") as store:
+    with about(src), memseg.open(src, "r") as store:
         keys = [str(resolve_session(store, k)) for k in sessions] or [
             str(i.id) for i in store.sessions()]
-        return store.export(keys, dest), keys
+        with about(dest, *_DEST_ERRORS):
+            return store.export(keys, dest), keys
 
 
 def cmd_export(args: argparse.Namespace, out: Out) -> int:

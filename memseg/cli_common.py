@@ -1,15 +1,34 @@
-"""What the command-line modules share: exit codes, usage errors, opening files, sessions."""
+"""What the command-line modules share: exit codes, errors, opening files, sessions."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import errno
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeAlias
 
 from memseg.cliout import Out
-from memseg.forensics import Rescued, open_readonly
+from memseg.container import parse_trailer
+from memseg.errors import (
+    ClosedError,
+    CorruptError,
+    LockedError,
+    MemsegError,
+    NotMemsegError,
+    ReadOnlyError,
+    StateError,
+    VersionError,
+    WriteFailedError,
+)
+from memseg.forensics import FileInfo, Rescued, info, open_readonly
+from memseg.format import TRAILER_RECORD_SIZE
+from memseg.framing import parse_header
+from memseg.scan import mapped
 from memseg.store import Store
+from memseg.toc import load_toc
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -24,10 +43,116 @@ Reader = Store | Rescued
 class UsageError(Exception):
     """A bad argument or a session that is not there: exit 2 with this message."""
 
+    def __init__(self, message: str, usage: str = "") -> None:
+        super().__init__(message)
+        self.usage = usage
+
+
+class FileError(Exception):
+    """A memseg error raised while working on ``path``, so the message can name that file."""
+
+    def __init__(self, path: str, error: MemsegError) -> None:
+        super().__init__(f"{path}: {error}")
+        self.path = path
+        self.error = error
+
+
+@contextlib.contextmanager
+def about(path: str, *only: type[MemsegError]) -> Iterator[None]:
+    """Name ``path`` in the memseg errors raised inside (only errors of ``only``, if given)."""
+    try:
+        yield
+    except MemsegError as exc:
+        if only and not isinstance(exc, only):
+            raise
+        raise FileError(path, exc) from exc
+
+
+# --- errors as the command line reports them -------------------------------------------
+
+# What each error class means to someone at the command line, and its exit status. Only
+# damage found in the data is a problem found (1); the rest refuse the request (2).
+_CATEGORIES: tuple[tuple[type[BaseException], str, int], ...] = (
+    (CorruptError, "damaged data", EXIT_PROBLEMS),
+    (NotMemsegError, "not a memseg file", EXIT_USAGE),
+    (VersionError, "unsupported format version", EXIT_USAGE),
+    (LockedError, "file locked", EXIT_USAGE),
+    (StateError, "wrong session state", EXIT_USAGE),
+    (WriteFailedError, "write failed", EXIT_USAGE),
+    (ReadOnlyError, "read-only", EXIT_USAGE),
+    (ClosedError, "closed", EXIT_USAGE),
+    (MemsegError, "error", EXIT_PROBLEMS),
+    (UsageError, "usage", EXIT_USAGE),
+    (OSError, "file access", EXIT_USAGE),
+)
+
+
+def category(exc: BaseException) -> tuple[str, int]:
+    """The label of an error's class and the exit status it ends a command with."""
+    for cls, label, code in _CATEGORIES:
+        if isinstance(exc, cls):
+            return label, code
+    return "error", EXIT_USAGE
+
+
+def error_record(exc: BaseException, file: str | None = None) -> dict[str, object]:
+    """An error as --json reports it: the same keys for every error, null where absent."""
+    record: dict[str, object] = {
+        "error": type(exc).__name__, "category": category(exc)[0], "file": file,
+        "message": str(exc), "reason": None, "detail": None, "offset": None,
+        "expected": None, "actual": None}
+    if isinstance(exc, MemsegError):
+        record.update(reason=exc.reason, detail=exc.detail or None, offset=exc.offset,
+                      expected=exc.expected, actual=exc.actual)
+    elif isinstance(exc, OSError):
+        record.update(message=exc.strerror or str(exc),
+                      reason=errno.errorcode.get(exc.errno or 0), detail=str(exc))
+    return record
+
+
+# --- files and sessions ----------------------------------------------------------------
+
 
 def open_reader(path: str) -> Reader:
     """Open for reading only: memseg.open(path, "r"), or a rescued view of a damaged header."""
     return open_readonly(path)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InfoReport:
+    """``info`` of a file, with the newest commit's TOC records and trailer counted as in use."""
+
+    info: FileInfo
+    # The newest TOC, the older TOC runs it names, and its trailer: live, never dead.
+    bytes_toc: int
+
+    def as_json(self) -> dict[str, object]:
+        return {**dataclasses.asdict(self.info), "bytes_toc": self.bytes_toc}
+
+
+def file_info(path: str) -> InfoReport:
+    """What a file holds; dead bytes are those no current structure uses."""
+    fi = info(path)
+    if fi.commit_seq is None:
+        return InfoReport(fi, 0)
+    try:
+        used = _commit_bytes(path, fi.committed_bytes)
+    except MemsegError:
+        # The file was replaced (compacted) since info() read it: leave the count as read.
+        return InfoReport(fi, 0)
+    return InfoReport(dataclasses.replace(fi, bytes_dead=max(0, fi.bytes_dead - used)), used)
+
+
+def _commit_bytes(path: str, end: int) -> int:
+    """Bytes of the commit whose trailer ends at ``end``: the trailer, its TOC, its TOC runs."""
+    trailer_at = end - TRAILER_RECORD_SIZE
+    with mapped(path) as m:
+        tag = m.header.tag
+        commit = parse_trailer(bytes(m.buf[trailer_at:end]), trailer_at, tag)
+        runs = load_toc(m.buf, commit.toc_offset, trailer_at, tag).runs
+        toc = sum(parse_header(m.buf, run.offset, trailer_at, tag).end - run.offset
+                  for run, _ in runs)
+    return toc + TRAILER_RECORD_SIZE
 
 
 def resolve_session(store: Reader, key: str) -> uuid.UUID:
@@ -45,5 +170,3 @@ def resolve_session(store: Reader, key: str) -> uuid.UUID:
     if len(found) > 1:
         raise UsageError(f"{len(found)} sessions start with {key!r}; give more of the id")
     raise UsageError(f"no session {key!r}")
-
-

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
+import os
 
 from memseg.cli_common import EXIT_OK, EXIT_PROBLEMS, Subparsers, UsageError
 from memseg.cliout import Out, short_id, size
@@ -96,6 +98,9 @@ def cmd_salvage(args: argparse.Namespace, out: Out) -> int:
     """memseg salvage: recover into a new file; exit 1 unless complete."""
     if args.src == args.dst:
         raise UsageError("salvage writes a new file: DST must differ from SRC")
+    if os.path.lexists(args.dst):
+        # Checked here too so that the message names DST (the library's does not).
+        raise FileExistsError(errno.EEXIST, "exists; salvage writes a new file", args.dst)
     bar = out.progress("salvaging")
     try:
         report = salvage(args.src, args.dst, bar)

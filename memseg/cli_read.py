@@ -13,8 +13,12 @@ import numpy as np
 from memseg.cli_common import (
     EXIT_OK,
     EXIT_PROBLEMS,
+    InfoReport,
     Subparsers,
     UsageError,
+    category,
+    error_record,
+    file_info,
     open_reader,
     resolve_session,
 )
@@ -32,7 +36,6 @@ from memseg.cliout import (
 )
 from memseg.compare import diff_sessions
 from memseg.errors import MemsegError
-from memseg.forensics import FileInfo, info
 from memseg.model import Action, Checkpoint, SessionInfo
 from memseg.search import search
 from memseg.view import Actions
@@ -96,7 +99,11 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--jsonl", action="store_true")
     p.set_defaults(run=cmd_replay)
 
-    p = sub.add_parser("search", help="actions whose payload matches (exit 1 if none)")
+    p = sub.add_parser(
+        "search", help="actions whose payload matches (exit 1 if none)",
+        description="Actions whose payload (or, with --results, result) matches PATTERN.",
+        epilog="exit status: 0 matches found; 1 no match, or a damaged block could not be "
+               "searched (it is named on stderr); 2 usage error or unreadable input.")
     p.add_argument("file")
     p.add_argument("pattern")
     p.add_argument("-E", "--regex", action="store_true", help="PATTERN is a regular expression")
@@ -112,8 +119,9 @@ def register(sub: Subparsers) -> None:
 # --- info and ls ---------------------------------------------------------------
 
 
-def print_info(out: Out, fi: FileInfo) -> None:
+def print_info(out: Out, report: InfoReport) -> None:
     """The human form of ``memseg info``."""
+    fi = report.info
     states = fi.sessions_by_state
     total = sum(states.values())
     by_state = ", ".join(f"{n} {out.state(s)}" for s, n in states.items())
@@ -133,7 +141,7 @@ def print_info(out: Out, fi: FileInfo) -> None:
         ("sessions", f"{total}: {by_state}"),
         ("actions", f"{fi.actions} ({fi.checkpoints} checkpoints)"),
         ("bytes", f"live {size(fi.bytes_live)}, archived {size(fi.bytes_archived)}, "
-                  f"dead {size(fi.bytes_dead)}"),
+                  f"TOC {size(report.bytes_toc)}, dead {size(fi.bytes_dead)}"),
         ("torn tail", tail),
     ]
     if fi.header_error:
@@ -148,11 +156,12 @@ def print_info(out: Out, fi: FileInfo) -> None:
 
 def cmd_info(args: argparse.Namespace, out: Out) -> int:
     """memseg info: the file summary; exit 1 if the header or a commit is damaged."""
-    fi = info(args.file)
+    report = file_info(args.file)
+    fi = report.info
     if args.json:
-        out.json(fi)
+        out.json(report.as_json())
     else:
-        print_info(out, fi)
+        print_info(out, report)
     return EXIT_PROBLEMS if fi.header_error or fi.damaged_commits or fi.unverified_commits \
         else EXIT_OK
 
@@ -240,7 +249,7 @@ def cmd_show(args: argparse.Namespace, out: Out) -> int:
                 out.json({"session": _info_json(s),
                           "checkpoints": [_checkpoint_json(c) for c in checkpoints],
                           "actions": [action_json(a) for a in picked]})
-            _report_damage(out, damage, to_stderr=True)
+            _report_damage(out, damage, to_stderr=args.file)
             return EXIT_PROBLEMS if damage else EXIT_OK
         out.fields([
             ("session", f"{s.id}  {out.style(s.name or '-', 'bold')}"),
@@ -262,7 +271,7 @@ def cmd_show(args: argparse.Namespace, out: Out) -> int:
         out.line()
         shown = list(picked)
         _print_actions(out, shown, shown[0].ts_ns if shown else 0, args.payload)
-    _report_damage(out, damage, to_stderr=False)
+    _report_damage(out, damage, to_stderr=None)
     return EXIT_PROBLEMS if damage else EXIT_OK
 
 
@@ -283,14 +292,21 @@ def _window(actions: Actions, start: int, stop: int, damage: Damage) -> Iterator
         yield from chunk
 
 
-def _report_damage(out: Out, damage: Damage, *, to_stderr: bool) -> None:
+def _report_damage(out: Out, damage: Damage, *, to_stderr: str | None) -> None:
+    """Damage after the output, or on stderr naming the file ``to_stderr``."""
     for lo, hi, exc in damage:
         what = f"actions {lo}..{hi - 1}" if hi > lo else "checkpoints"
         text = f"{what} unreadable: {exc}"
-        if to_stderr:
-            out.error(text)
+        if to_stderr is not None:
+            _warn(out, to_stderr, text, exc)
         else:
             out.line(out.style(text, "red"))
+
+
+def _warn(out: Out, path: str, text: str, exc: MemsegError) -> None:
+    """Damage a command read past, on stderr: named, labelled, and as JSON with --json."""
+    label, _ = category(exc)
+    out.error(f"{path}: {label}: {text}", error_record(exc, path) | {"message": text})
 
 
 def _print_actions(out: Out, actions: list[Action], t0: int, full: bool) -> None:
@@ -416,7 +432,7 @@ def cmd_replay(args: argparse.Namespace, out: Out) -> int:
                     out.line(f"{'':>8}  {'':6} -> {preview(a.result_type, a.result, room)}")
             if args.speed > 0:
                 out.stdout.flush()
-    _report_damage(out, damage, to_stderr=True)
+    _report_damage(out, damage, to_stderr=args.file)
     return EXIT_PROBLEMS if damage else EXIT_OK
 
 
@@ -443,7 +459,7 @@ def cmd_search(args: argparse.Namespace, out: Out) -> int:
                 break
     out.end_progress(bar)
     for err in damaged:
-        out.error(f"skipped a damaged block: {err}")
+        _warn(out, args.file, f"skipped a damaged block: {err}", err)
     if args.json:
         out.json({"count": len(hits), "damaged_blocks": len(damaged), "hits": [
             {"session_id": h.session_id, "session_name": h.session_name, "seq": h.seq,
@@ -451,7 +467,8 @@ def cmd_search(args: argparse.Namespace, out: Out) -> int:
              "context": h.context.decode("utf-8", "replace")} for h in hits]})
     elif not hits:
         out.stderr.write("no match\n")
-    return EXIT_OK if hits else EXIT_PROBLEMS
+    # Like show and verify: data that could not be read is a problem found, matches or not.
+    return EXIT_OK if hits and not damaged else EXIT_PROBLEMS
 
 
 def _print_hit(out: Out, hit: Any) -> None:

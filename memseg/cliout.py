@@ -11,7 +11,7 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
 import orjson
@@ -135,6 +135,8 @@ class Out:
         tty = _isatty(self.stdout)
         self.color = tty and not os.environ.get("NO_COLOR")
         self.show_progress = tty and _isatty(self.stderr)
+        # With --json or --jsonl, messages on stderr are JSON objects too, one a line.
+        self.json_errors = False
 
     def line(self, text: str = "") -> None:
         """Write one line to stdout."""
@@ -159,9 +161,13 @@ class Out:
         """Write ``obj`` as one JSON line."""
         self.stdout.write(to_json(obj, indent=False).decode() + "\n")
 
-    def error(self, text: str) -> None:
-        """A message on stderr."""
-        self.stderr.write(f"memseg: {text}\n")
+    def error(self, text: str, record: Mapping[str, object] | None = None) -> None:
+        """A message on stderr: ``text``, or with --json ``record`` as one JSON line."""
+        if self.json_errors:
+            obj = dict(record) if record else {"message": text}
+            self.stderr.write(to_json(obj, indent=False).decode() + "\n")
+        else:
+            self.stderr.write(f"memseg: {text}\n")
 
     def fields(self, pairs: Sequence[tuple[str, object]]) -> None:
         """Aligned ``name: value`` lines."""

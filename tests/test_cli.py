@@ -137,7 +137,8 @@ def test_info(capsys: pytest.CaptureFixture[str], sample: Sample) -> None:
     assert data["sessions_by_state"] == {"active": 1, "ended": 2, "archived": 0}
     assert data["actions"] == sum(len(m.actions) for m in model.values())
     assert data["size"] == path.stat().st_size and data["tail_bytes"] == 0
-    assert data["bytes_live"] + data["bytes_dead"] + FILE_HEADER.size == data["committed_bytes"]
+    assert (data["bytes_live"] + data["bytes_toc"] + data["bytes_dead"] + FILE_HEADER.size
+            == data["committed_bytes"])
 
 
 def test_ls_filters(capsys: pytest.CaptureFixture[str], sample: Sample) -> None:
@@ -384,7 +385,10 @@ def test_reading_commands_survive_any_cut_or_damage(capsys: pytest.CaptureFixtur
             code, _, err = run(capsys, argv[0], target, *argv[1:])
             # Reports (0/1), or a clean refusal (2) with a message; never a traceback.
             assert code in (0, 1, 2), (n, argv)
-            assert code != 2 or err.startswith("memseg: "), (n, argv, err)
+            if code == 2 and "--jsonl" in argv:
+                assert json.loads(err)["message"], (n, argv, err)
+            else:
+                assert code != 2 or err.startswith("memseg: "), (n, argv, err)
         code, _, err = run(capsys, "salvage", target, tmp_path / f"out{n}.mseg")
         assert code in (0, 1, 2) and (code != 2 or err.startswith("memseg: "))
 
@@ -431,7 +435,7 @@ def test_show_search_replay_skip_a_damaged_block(capsys: pytest.CaptureFixture[s
     code, out, err = run(capsys, "replay", target, "fix-short-header", "--jsonl")
     assert code == 1 and len(out.splitlines()) == total - lost
     code, data = run_json(capsys, "search", target, "pytest")
-    assert code == 0 and data["damaged_blocks"] == 1 and data["count"] > 0
+    assert code == 1 and data["damaged_blocks"] == 1 and data["count"] > 0
 
 
 def test_directories_and_fifos_are_refused_without_blocking(capsys: pytest.CaptureFixture[str],
@@ -442,3 +446,158 @@ def test_directories_and_fifos_are_refused_without_blocking(capsys: pytest.Captu
         for command in ("info", "ls", "verify", "scan"):
             code, _, err = run(capsys, command, target)
             assert code == 2 and "not a regular file" in err
+
+
+# --- how errors are reported ---------------------------------------------------------------
+
+
+def _damaged_demo(demo: Path, tmp_path: Path) -> Path:
+    """A copy of the demo whose first block's payloads are damaged."""
+    first = next(r for r in memseg.scan(demo) if r.kind == "BLOCK")
+    raw = bytearray(demo.read_bytes())
+    raw[first.offset + first.length // 2] ^= 0xFF
+    target = tmp_path / "damaged.mseg"
+    target.write_bytes(bytes(raw))
+    return target
+
+
+def _json_lines(err: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in err.splitlines()]
+
+
+def test_archiving_an_active_session_is_a_state_error_with_a_command_line_hint(
+        capsys: pytest.CaptureFixture[str], demo: Path, tmp_path: Path) -> None:
+    path = tmp_path / "work.mseg"
+    shutil.copyfile(demo, path)
+    path.chmod(0o644)
+    code, _, err = run(capsys, "archive", path, "profile-importer")
+    assert code == 2
+    assert err.startswith(f"memseg: {path}: wrong session state: active")
+    assert "damaged" not in err and "resume()" not in err
+    assert f"memseg end {path} " in err and "(expected 'ended', found 'active')" in err
+    code, out, _ = run(capsys, "end", path, "profile-importer", "--status", "abandoned")
+    assert code == 0 and "ended 1" in out
+    code, out, _ = run(capsys, "archive", path, "profile-importer")
+    assert code == 0 and "archived 1" in out
+    code, _, err = run(capsys, "end", path, "profile-importer")
+    assert code == 2 and "wrong session state: not_active" in err
+
+
+def test_damage_is_labelled_damaged_data_with_reason_and_offset(
+        capsys: pytest.CaptureFixture[str], demo: Path, tmp_path: Path) -> None:
+    target = _damaged_demo(demo, tmp_path)
+    code, _, err = run(capsys, "cat", target, "fix-short-header", 0)
+    assert code == 1 and err.startswith(f"memseg: {target}: damaged data: ")
+    assert " at offset " in err
+    code, _, err = run(capsys, "cat", target, "fix-short-header", 0, "--json")
+    record = json.loads(err)
+    assert code == 1 and record["error"] == "CorruptError" and record["category"] == "damaged data"
+    assert record["file"] == str(target) and record["reason"] and record["offset"] >= FILE_HEADER.size
+
+
+def test_json_errors_are_json_objects_on_stderr(capsys: pytest.CaptureFixture[str], demo: Path,
+                                               tmp_path: Path) -> None:
+    path = tmp_path / "work.mseg"
+    shutil.copyfile(demo, path)
+    code, out, err = run(capsys, "archive", path, "profile-importer", "--json")
+    record = json.loads(err)
+    assert (code, out) == (2, "")
+    assert {k: record[k] for k in ("error", "reason", "expected", "actual", "offset", "file")} == {
+        "error": "StateError", "reason": "active", "expected": "ended", "actual": "active",
+        "offset": None, "file": str(path)}
+    assert record["message"].startswith("active: session ")
+    text = tmp_path / "text.txt"
+    text.write_text("not a memseg file\n")
+    code, _, err = run(capsys, "info", text, "--json")
+    record = json.loads(err)
+    assert code == 2 and record["error"] == "NotMemsegError" and record["reason"] == "bad_magic"
+    assert record["offset"] == 0 and record["category"] == "not a memseg file"
+    code, _, err = run(capsys, "ls", tmp_path / "missing.mseg", "--json")
+    record = json.loads(err)
+    assert code == 2 and record["error"] == "FileNotFoundError" and record["reason"] == "ENOENT"
+    code, _, err = run(capsys, "show", demo, "no-such-session", "--jsonl")
+    assert code == 2 and json.loads(err)["error"] == "UsageError"
+    code, _, err = run(capsys, "ls", demo, "--state", "lost", "--json")
+    assert code == 2 and json.loads(err)["category"] == "usage"
+
+
+def test_json_warnings_about_damage_are_json_lines(capsys: pytest.CaptureFixture[str], demo: Path,
+                                                   tmp_path: Path) -> None:
+    target = _damaged_demo(demo, tmp_path)
+    code, _, err = run(capsys, "search", target, "pytest", "--json")
+    assert code == 1 and [r["error"] for r in _json_lines(err)] == ["CorruptError"]
+    code, _, err = run(capsys, "show", target, "fix-short-header", "--jsonl")
+    assert code == 1 and "unreadable" in _json_lines(err)[0]["message"]
+
+
+def test_every_error_about_a_file_names_it(capsys: pytest.CaptureFixture[str], demo: Path,
+                                          tmp_path: Path) -> None:
+    empty = tmp_path / "empty.mseg"
+    empty.write_bytes(b"")
+    code, _, err = run(capsys, "salvage", empty, tmp_path / "x.mseg")
+    assert code == 2 and err.startswith(f"memseg: {empty}: not a memseg file: bad_magic")
+    text = tmp_path / "text.txt"
+    text.write_text("hello\n")
+    for argv in (["export", demo, text], ["sweep", tmp_path / "work.mseg", "--days", 0,
+                                          "--archive-to", text]):
+        shutil.copyfile(demo, tmp_path / "work.mseg")
+        (tmp_path / "work.mseg").chmod(0o644)
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and err.startswith(f"memseg: {text}: not a memseg file"), argv
+    code, _, err = run(capsys, "import", tmp_path / "new.mseg", text)
+    assert code == 2 and err.startswith(f"memseg: {text}: not a memseg file")
+    code, _, err = run(capsys, "salvage", demo, text)
+    assert code == 2 and err.startswith(f"memseg: {text}: ") and "exists" in err
+
+
+# --- info's byte accounting, search's exit status, the demo ---------------------------------
+
+
+def test_a_compacted_file_has_no_dead_bytes(capsys: pytest.CaptureFixture[str], sample: Sample,
+                                           tmp_path: Path) -> None:
+    path = tmp_path / "work.mseg"
+    shutil.copyfile(sample[0], path)
+    run(capsys, "archive", path, "session-0")
+    _, before = run_json(capsys, "info", path)
+    assert before["bytes_dead"] > 0 and before["bytes_archived"] > 0
+    run(capsys, "compact", path)
+    code, data = run_json(capsys, "info", path)
+    assert code == 0 and data["bytes_dead"] == 0 and data["bytes_toc"] > 0
+    assert (data["bytes_live"] + data["bytes_toc"] + FILE_HEADER.size
+            == data["committed_bytes"] == path.stat().st_size)
+    code, out, _ = run(capsys, "info", path)
+    assert code == 0 and "dead 0 B" in out
+
+
+def test_search_that_skipped_damage_exits_1(capsys: pytest.CaptureFixture[str], demo: Path,
+                                            tmp_path: Path) -> None:
+    target = _damaged_demo(demo, tmp_path)
+    code, out, err = run(capsys, "search", target, "pytest")
+    assert code == 1 and "rename-flags" in out and "skipped a damaged block" in err
+    assert run(capsys, "search", demo, "pytest")[0] == 0
+    with pytest.raises(SystemExit):
+        main(["search", "--help"])
+    assert "damaged block" in capsys.readouterr().out
+
+
+def test_demo_refuses_an_existing_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "demo.mseg"
+    assert run(capsys, "demo", path)[0] == 0
+    before = path.read_bytes()
+    code, _, err = run(capsys, "demo", path)
+    assert code == 2 and err.startswith(f"memseg: {path}: ") and "new file" in err
+    assert path.read_bytes() == before
+    assert run(capsys, "show", path, "fix-short-header")[0] == 0
+
+
+def test_readme_python_examples_run_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in readme.split("```python\n")[1:]]
+    assert len(blocks) >= 2
+    monkeypatch.chdir(tmp_path)
+    # The first alone, as a newcomer tries it, then each in turn, as the README reads.
+    for run_blocks in (blocks[:1], blocks[:1], blocks, blocks):
+        namespace: dict[str, Any] = {}
+        for block in run_blocks:
+            exec(compile(block, "README.md", "exec"), namespace)
+    assert "KeyError" in readme and "asking for the id" in readme

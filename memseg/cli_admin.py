@@ -16,7 +16,6 @@ from memseg.cli_common import (
     Subparsers,
     UsageError,
     about,
-    file_info,
     open_reader,
     resolve_session,
 )
@@ -24,6 +23,7 @@ from memseg.cli_read import print_info, print_sessions
 from memseg.cliout import Out, short_id, size
 from memseg.demo import record_demo
 from memseg.errors import LockedError, NotMemsegError, StateError, VersionError
+from memseg.forensics import info
 from memseg.model import SessionInfo
 
 # Errors that, once the source is open, can only concern the file copied into.
@@ -93,11 +93,11 @@ def cmd_demo(args: argparse.Namespace, out: Out) -> int:
         # sessions up by name would then refuse the ambiguous names.
         raise FileExistsError(errno.EEXIST, "exists; the demo records into a new file", args.file)
     record_demo(args.file)
-    report = file_info(args.file)
+    fi = info(args.file)
     if args.json:
-        out.json(report.as_json())
+        out.json(fi)
         return EXIT_OK
-    print_info(out, report)
+    print_info(out, fi)
     out.line()
     with open_reader(args.file) as store:
         print_sessions(out, store.sessions())

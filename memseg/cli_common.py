@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import errno
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, TypeAlias
 
 from memseg.cliout import Out
-from memseg.container import parse_trailer
 from memseg.errors import (
     ClosedError,
     CorruptError,
@@ -23,12 +21,8 @@ from memseg.errors import (
     VersionError,
     WriteFailedError,
 )
-from memseg.forensics import FileInfo, Rescued, info, open_readonly
-from memseg.format import TRAILER_RECORD_SIZE
-from memseg.framing import parse_header
-from memseg.scan import mapped
+from memseg.forensics import Rescued, open_readonly
 from memseg.store import Store
-from memseg.toc import load_toc
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -116,43 +110,6 @@ def error_record(exc: BaseException, file: str | None = None) -> dict[str, objec
 def open_reader(path: str) -> Reader:
     """Open for reading only: memseg.open(path, "r"), or a rescued view of a damaged header."""
     return open_readonly(path)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class InfoReport:
-    """``info`` of a file, with the newest commit's TOC records and trailer counted as in use."""
-
-    info: FileInfo
-    # The newest TOC, the older TOC runs it names, and its trailer: live, never dead.
-    bytes_toc: int
-
-    def as_json(self) -> dict[str, object]:
-        return {**dataclasses.asdict(self.info), "bytes_toc": self.bytes_toc}
-
-
-def file_info(path: str) -> InfoReport:
-    """What a file holds; dead bytes are those no current structure uses."""
-    fi = info(path)
-    if fi.commit_seq is None:
-        return InfoReport(fi, 0)
-    try:
-        used = _commit_bytes(path, fi.committed_bytes)
-    except MemsegError:
-        # The file was replaced (compacted) since info() read it: leave the count as read.
-        return InfoReport(fi, 0)
-    return InfoReport(dataclasses.replace(fi, bytes_dead=max(0, fi.bytes_dead - used)), used)
-
-
-def _commit_bytes(path: str, end: int) -> int:
-    """Bytes of the commit whose trailer ends at ``end``: the trailer, its TOC, its TOC runs."""
-    trailer_at = end - TRAILER_RECORD_SIZE
-    with mapped(path) as m:
-        tag = m.header.tag
-        commit = parse_trailer(bytes(m.buf[trailer_at:end]), trailer_at, tag)
-        runs = load_toc(m.buf, commit.toc_offset, trailer_at, tag).runs
-        toc = sum(parse_header(m.buf, run.offset, trailer_at, tag).end - run.offset
-                  for run, _ in runs)
-    return toc + TRAILER_RECORD_SIZE
 
 
 def resolve_session(store: Reader, key: str) -> uuid.UUID:

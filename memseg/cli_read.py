@@ -13,12 +13,10 @@ import numpy as np
 from memseg.cli_common import (
     EXIT_OK,
     EXIT_PROBLEMS,
-    InfoReport,
     Subparsers,
     UsageError,
     category,
     error_record,
-    file_info,
     open_reader,
     resolve_session,
 )
@@ -36,6 +34,7 @@ from memseg.cliout import (
 )
 from memseg.compare import diff_sessions
 from memseg.errors import MemsegError
+from memseg.forensics import FileInfo, info
 from memseg.model import Action, Checkpoint, SessionInfo
 from memseg.search import search
 from memseg.view import Actions
@@ -119,9 +118,8 @@ def register(sub: Subparsers) -> None:
 # --- info and ls ---------------------------------------------------------------
 
 
-def print_info(out: Out, report: InfoReport) -> None:
+def print_info(out: Out, fi: FileInfo) -> None:
     """The human form of ``memseg info``."""
-    fi = report.info
     states = fi.sessions_by_state
     total = sum(states.values())
     by_state = ", ".join(f"{n} {out.state(s)}" for s, n in states.items())
@@ -141,7 +139,7 @@ def print_info(out: Out, report: InfoReport) -> None:
         ("sessions", f"{total}: {by_state}"),
         ("actions", f"{fi.actions} ({fi.checkpoints} checkpoints)"),
         ("bytes", f"live {size(fi.bytes_live)}, archived {size(fi.bytes_archived)}, "
-                  f"TOC {size(report.bytes_toc)}, dead {size(fi.bytes_dead)}"),
+                  f"TOC {size(fi.bytes_toc)}, dead {size(fi.bytes_dead)}"),
         ("torn tail", tail),
     ]
     if fi.header_error:
@@ -156,12 +154,11 @@ def print_info(out: Out, report: InfoReport) -> None:
 
 def cmd_info(args: argparse.Namespace, out: Out) -> int:
     """memseg info: the file summary; exit 1 if the header or a commit is damaged."""
-    report = file_info(args.file)
-    fi = report.info
+    fi = info(args.file)
     if args.json:
-        out.json(report.as_json())
+        out.json(fi)
     else:
-        print_info(out, report)
+        print_info(out, fi)
     return EXIT_PROBLEMS if fi.header_error or fi.damaged_commits or fi.unverified_commits \
         else EXIT_OK
 

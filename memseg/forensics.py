@@ -20,7 +20,7 @@ import numpy as np
 from memseg.blocks import BlockView
 from memseg.container import Commit, Located, check_region, parse_trailer
 from memseg.errors import CorruptError, MemsegError, NotMemsegError, VersionError
-from memseg.format import FILE_HEADER, RECORD_HEADER, Kind, State
+from memseg.format import FILE_HEADER, RECORD_HEADER, TRAILER_RECORD_SIZE, Kind, State
 from memseg.framing import parse_header, read_payload
 from memseg.model import SessionInfo
 from memseg.records import decode_index, decode_session, decode_snapshot
@@ -43,7 +43,7 @@ from memseg.scan import (
 )
 from memseg.store import Store
 from memseg.store import open as open_store
-from memseg.toc import TocEntry, decode_toc
+from memseg.toc import TocEntry, decode_toc, load_toc
 from memseg.view import Session
 
 
@@ -138,12 +138,23 @@ class FileInfo:
     checkpoints: int
     bytes_live: int
     bytes_archived: int
-    # Committed bytes no session accounts for: TOCs, trailers, records no TOC entry claims.
+    # The newest commit's TOC record, the older TOC records (runs) it names, its trailer.
+    bytes_toc: int
+    # Committed bytes nothing current uses: superseded snapshots, INDEX chunks and TOC
+    # records, older trailers, records no TOC entry claims.
     bytes_dead: int
     tail_bytes: int
     damaged_commits: list[tuple[int, str]]
     # Later trailers whose region CRC fails (SPEC.md section 11), newest first.
     unverified_commits: list[int]
+
+
+def _toc_bytes(m: Mapped, commit: Commit) -> int:
+    """Bytes of the records that make up a commit's table of contents, and its trailer."""
+    state = load_toc(m.buf, commit.toc_offset, commit.trailer_offset, m.header.tag)
+    runs = sum(parse_header(m.buf, run.offset, commit.trailer_offset, m.header.tag).end - run.offset
+               for run, _ in state.runs)
+    return runs + TRAILER_RECORD_SIZE
 
 
 def info(path: str | os.PathLike[str]) -> FileInfo:
@@ -160,6 +171,7 @@ def info(path: str | os.PathLike[str]) -> FileInfo:
             else:
                 live += s.stored_bytes
         committed = view.commit.end if view.commit else min(m.size, FILE_HEADER.size)
+        toc = _toc_bytes(m, view.commit) if view.commit else 0
         h = m.header
         return FileInfo(
             path=m.path, size=m.size, file_id=h.file_id,
@@ -171,8 +183,8 @@ def info(path: str | os.PathLike[str]) -> FileInfo:
             committed_bytes=committed, sessions_by_state=by_state,
             actions=sum(s.action_count for s in infos),
             checkpoints=sum(s.checkpoint_count for s in infos),
-            bytes_live=live, bytes_archived=archived,
-            bytes_dead=max(0, committed - min(m.size, FILE_HEADER.size) - live - archived),
+            bytes_live=live, bytes_archived=archived, bytes_toc=toc,
+            bytes_dead=max(0, committed - min(m.size, FILE_HEADER.size) - live - archived - toc),
             tail_bytes=located.tail_bytes,
             damaged_commits=[(off, str(exc)) for off, exc in located.damaged_commits],
             unverified_commits=list(located.unverified),

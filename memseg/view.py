@@ -328,7 +328,9 @@ class Actions:
     @property
     def seq(self) -> npt.NDArray[np.int64]:
         """Sequence numbers: dense from 0."""
-        return np.arange(len(self), dtype=np.int64)
+        # Sized by the blocks, checked against the snapshot, not by the snapshot's
+        # count alone: a damaged count must fail, not allocate.
+        return np.arange(int(self._starts[-1]), dtype=np.int64)
 
     def kind_counts(self) -> dict[str, int]:
         """Actions per kind, from the snapshot (no block is read)."""

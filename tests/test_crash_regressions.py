@@ -305,3 +305,27 @@ def test_salvage_keeps_a_value_that_does_not_decode_as_bytes(
         assert [a.value() for a in store.session(uuid.UUID(int=1)).actions] == [
             "ok", b"\xff\xfe\xff\xfe"]
     assert memseg.verify(out).ok
+
+
+def test_a_snapshot_claiming_2_to_the_62_actions_fails_before_allocating(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """actions.seq was np.arange(the snapshot's action_count): a forged count allocated
+    before anything checked it against the blocks."""
+    path = tmp_path / "f.mseg"
+    monkeypatch.setattr(memseg.codec, "MIN_COMPRESS", 1 << 62)  # snapshots stored as they are
+    with memseg.open(path, "a") as store:
+        rec = store.start_session(session_id=uuid.UUID(int=1))
+        rec.record("k", "one", ts_ns=1)
+        rec.end("ok")
+        store.start_session(session_id=uuid.UUID(int=2)).end("ok")  # a later commit
+    data = path.read_bytes()
+    count = slice(32, 40)  # SNAPSHOT_HEADER action_count
+    snap = [r for r in records(data) if r.kind == Kind.SNAPSHOT
+            and payload_of(data, r)[count] == (1).to_bytes(8, "little")][-1]
+    body = bytearray(payload_of(data, snap))
+    body[count] = (2**62).to_bytes(8, "little")
+    path.write_bytes(rewrite(data, snap, bytes(body)))
+    with memseg.open(path, "r") as reader:
+        actions = reader.session(uuid.UUID(int=1)).actions
+        with pytest.raises(memseg.CorruptError, match="count_mismatch"):
+            len(actions.seq)

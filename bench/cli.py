@@ -70,6 +70,7 @@ def config_from(args: argparse.Namespace) -> Config:
 def run(cfg: Config, workdir: Path) -> Runner:
     """Every phase, in an order that keeps at most one extra copy of each store on disk."""
     started = time.perf_counter()
+    tree = machine.source_tree()
     sessions = make_workload(cfg.seed, cfg.sessions, cfg.events)
     freeze_workload()
     runner = Runner(cfg, sessions, workdir)
@@ -83,7 +84,7 @@ def run(cfg: Config, workdir: Path) -> Runner:
     scaling.commits_phase(runner)
     scaling.slice_phase(runner)
     scaling.bigfile_phase(runner)
-    runner.results.machine = machine.describe(workdir)
+    runner.results.machine = machine.describe(workdir, tree)
     runner.results.wall_seconds = time.perf_counter() - started
     return runner
 

@@ -65,9 +65,17 @@ def _git_head(repo: Path) -> str:
         return "unknown"
 
 
-def describe(workdir: Path) -> dict[str, str]:
-    """Everything a reader needs to judge whether figures are comparable."""
-    repo = Path(__file__).resolve().parent.parent
+def source_tree() -> str:
+    """The commit of the code being benchmarked (with -dirty if the tree had changes)."""
+    return _git_head(Path(__file__).resolve().parent.parent)
+
+
+def describe(workdir: Path, tree: str) -> dict[str, str]:
+    """Everything a reader needs to judge whether figures are comparable.
+
+    ``tree`` is ``source_tree()`` taken when the run started: the code was imported
+    then, and a commit made during a long run must not be credited with its figures.
+    """
     libs = ", ".join(
         f"{p} {_version(p)}" for p in ("numpy", "lz4", "orjson", "lmdb", "mcap", "crc32c")
     )
@@ -80,5 +88,5 @@ def describe(workdir: Path) -> dict[str, str]:
         "sqlite": sqlite3.sqlite_version,
         "libraries": libs,
         "work directory": _filesystem(workdir),
-        "memseg tree": _git_head(repo),
+        "memseg tree": tree,
     }

@@ -218,12 +218,17 @@ class Recorder:
         if self._closed:
             raise ClosedError("closed", "recorder has ended")
         self._cut_block()
+        ticket: int | None = None
         try:
-            self._store._flush_session(self._live, status=status, end=True)
+            ticket = self._store._stage_snapshot(self._live, status, end=True)
+            self._store._commit_through(ticket)
         except BaseException:
-            # Staging the end unregistered the recorder; the end did not commit, so
-            # it is live again (compaction must still move it, close() flush it).
-            self._store._readopt(self)
+            if ticket is not None and self._store._is_durable(ticket):
+                self._closed = True  # the end committed; what failed came after it
+            else:
+                # Staging the end unregistered the recorder; the end did not commit, so
+                # it is live again (compaction must still move it, close() flush it).
+                self._store._readopt(self)
             raise
         self._closed = True
         self._store._forget(self)

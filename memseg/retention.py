@@ -106,6 +106,16 @@ def archive(store: Store, keys: SessionKeys) -> int:
     return _set_state(store, keys, State.ENDED, State.ARCHIVED)
 
 
+def _archive_still_ended(store: Store, ids: set[uuid.UUID]) -> int:
+    """Archive those of ``ids`` that are still ended: another thread may have archived,
+    compacted away or resumed one while the sweep exported."""
+    def change(entries: Mapping[uuid.UUID, TocEntry]) -> list[TocEntry]:
+        return [dataclasses.replace(e, state=State.ARCHIVED) for i, e in entries.items()
+                if i in ids and e.state == State.ENDED]
+
+    return store._commit_entries(change)
+
+
 def unarchive(store: Store, keys: SessionKeys) -> int:
     """Bring archived sessions back to ended; returns how many changed."""
     return _set_state(store, keys, State.ARCHIVED, State.ENDED)
@@ -177,9 +187,8 @@ def export(store: Store, keys: SessionKeys, dest_path: PathLike, *, lock_timeout
     """Copy sessions into the memseg file ``dest_path`` (created if missing); returns how many."""
     from memseg.store import Store
 
-    if store.mode == "a":
-        store.commit_staged()  # copy only what is committed here
-    view = store._current()
+    # Copy only what is committed here, never what another thread has only staged.
+    view = store._committed_view() if store.mode == "a" else store._current()
     entries = _resolve(view.entries, keys)
     dest = os.fspath(dest_path)
     _check_distinct(store, dest)
@@ -312,8 +321,7 @@ def sweep(store: Store, inactive_days: float, *, archive_to: PathLike | None = N
         raise ValueError("max_archive_bytes needs archive_to and must be >= 0")
     if not dry_run:
         store._check_writable()
-        store.commit_staged()
-    view = store._current()
+    view = store._current() if dry_run else store._committed_view()
     now = time.time_ns() if now_ns is None else int(now_ns)
     cutoff = now - round(inactive_days * _DAY_NS)
     stale = sorted((e for e in view.entries.values()
@@ -328,7 +336,7 @@ def sweep(store: Store, inactive_days: float, *, archive_to: PathLike | None = N
         else:
             planned = _run_archive(store, view, due, dest, max_archive_bytes, lock_timeout)
     if due and not dry_run:
-        archive(store, [e.session_id for e in due])
+        _archive_still_ended(store, {e.session_id for e in due})
     exported, dropped, before, after = planned
     return SweepReport(
         dry_run, cutoff, tuple(_item(e, e.stored_bytes) for e in due), exported, dropped,

@@ -26,6 +26,7 @@ from memseg.container import (
 from memseg.errors import (
     ClosedError,
     CorruptError,
+    MemsegError,
     ReadOnlyError,
     StateError,
     WriteFailedError,
@@ -260,6 +261,7 @@ class Store:
         if self.mode == "r":
             return self._view
         with self._mutex:
+            self._check_open()  # again: close() may have run since, and it takes the mutex
             cached = self._view_cache
             if cached is None or cached.limit != self._end:
                 assert self._fh is not None
@@ -370,16 +372,15 @@ class Store:
 
     def resume(self, key: uuid.UUID | str) -> Recorder:
         """Continue recording an active session (one whose writer died, or was closed)."""
-        view = self._current()
         self._check_writable()
-        entry = find_entry(view.entries, key)
-        if entry.state != State.ACTIVE:
-            raise StateError("not_active", f"session {entry.session_id} is "
-                             f"{State(entry.state).name.lower()}, only active sessions resume")
         with self._mutex:
-            # Look again under the mutex: a compaction may have moved the file meanwhile.
+            # Under the mutex: no end, archive or compaction can change the entry between
+            # this check and the recorder's registration.
             view = self._current()
             entry = find_entry(view.entries, key)
+            if entry.state != State.ACTIVE:
+                raise StateError("not_active", f"session {entry.session_id} is "
+                                 f"{State(entry.state).name.lower()}, only active sessions resume")
             if entry.session_id in self._recorders:
                 raise StateError("busy", f"session {entry.session_id} is being recorded")
             snap, refs = load_block_refs(view, entry)
@@ -495,38 +496,57 @@ class Store:
             prev = self._commit.trailer_offset if self._commit else 0
             with self._mutex:
                 self._check_writable()
-                covered = self._ticket
-                runs, ids = plan_commit(self._toc, self._dirty)
-                toc = encode_record(self._tag, Kind.TOC,
-                                    encode_toc(runs, [self._toc.entries[i] for i in ids]))
-                region_start = self._commit.end if self._commit else FILE_HEADER.size
-                # A small commit is written whole and synced once; the trailer's
-                # region CRC lets a reader reject it if the disk kept only part.
-                single = self._end + len(toc) - region_start <= SINGLE_SYNC_MAX_REGION
-                toc_offset = self._append(toc)
-                self._dirty.clear()
-                kept = {r.offset: ids_ for r, ids_ in self._toc.runs}
-                new_runs = [(Run(toc_offset, len(ids)), frozenset(ids))]
-                new_runs += [(r, kept[r.offset]) for r in runs]
-                if single:
-                    commit = self._append_trailer(toc_offset, seq, prev, TRAILER_REGION_CHECKED)
             try:
+                self._write_commit(seq, prev)
+            except BaseException as exc:
+                if not isinstance(exc, MemsegError):
+                    # Interrupted mid-commit (KeyboardInterrupt, a signal handler that
+                    # raised): whether the commit reached the disk, and which staged
+                    # changes it holds, nobody knows here. As after a failed fsync,
+                    # refuse further writes; reopening finds what the file holds.
+                    with self._mutex:
+                        if self._failed is None:
+                            self._failed = WriteFailedError(
+                                "write_failed", f"a commit was interrupted ({type(exc).__name__})")
+                raise
+
+    def _write_commit(self, seq: int, prev: int) -> None:
+        """Append the TOC and trailer of the next commit and sync; the caller holds the
+        commit lock and has checked that the store can write."""
+        assert self._fh is not None
+        with self._mutex:
+            covered = self._ticket
+            runs, ids = plan_commit(self._toc, self._dirty)
+            toc = encode_record(self._tag, Kind.TOC,
+                                encode_toc(runs, [self._toc.entries[i] for i in ids]))
+            region_start = self._commit.end if self._commit else FILE_HEADER.size
+            # A small commit is written whole and synced once; the trailer's
+            # region CRC lets a reader reject it if the disk kept only part.
+            single = self._end + len(toc) - region_start <= SINGLE_SYNC_MAX_REGION
+            toc_offset = self._append(toc)
+            self._dirty.clear()
+            kept = {r.offset: ids_ for r, ids_ in self._toc.runs}
+            new_runs = [(Run(toc_offset, len(ids)), frozenset(ids))]
+            new_runs += [(r, kept[r.offset]) for r in runs]
+            if single:
+                commit = self._append_trailer(toc_offset, seq, prev, TRAILER_REGION_CHECKED)
+        try:
+            if self.sync == "commit":
+                self._fh.sync()
+            if not single:
+                # A large commit: its records and TOC are durable (synced
+                # above) before the trailer that makes them visible is written.
+                with self._mutex:
+                    commit = self._append_trailer(toc_offset, seq, prev, 0)
                 if self.sync == "commit":
                     self._fh.sync()
-                if not single:
-                    # A large commit: its records and TOC are durable (synced
-                    # above) before the trailer that makes them visible is written.
-                    with self._mutex:
-                        commit = self._append_trailer(toc_offset, seq, prev, 0)
-                    if self.sync == "commit":
-                        self._fh.sync()
-            except OSError as exc:
-                with self._mutex:
-                    raise self._fail(exc) from exc
+        except OSError as exc:
             with self._mutex:
-                self._toc.runs = new_runs
-                self._commit = commit
-                self._durable_ticket = covered
+                raise self._fail(exc) from exc
+        with self._mutex:
+            self._toc.runs = new_runs
+            self._commit = commit
+            self._durable_ticket = covered
 
     def _append_trailer(self, toc_offset: int, seq: int, prev: int, flags: int) -> Commit:
         """Append the trailer closing the current region; caller holds the mutex."""
@@ -542,6 +562,20 @@ class Store:
         with self._mutex:
             ticket = self._ticket
         self._commit_through(ticket)
+
+    def _committed_view(self) -> View:
+        """The newest commit, with nothing another thread staged and has not committed:
+        the writer's own view shows staged entries, which a crash would still lose."""
+        while True:
+            self.commit_staged()
+            with self._mutex:
+                if self._durable_ticket >= self._ticket:
+                    return self._current()
+
+    def _is_durable(self, ticket: int) -> bool:
+        """Whether what was staged up to ``ticket`` has been committed."""
+        with self._mutex:
+            return self._durable_ticket >= ticket
 
     # --- retention and compaction (memseg/retention.py, memseg/compactor.py) ---
 
@@ -624,18 +658,22 @@ class Store:
                         if self._failed is not None:
                             raise  # the file takes no more writes: nothing else can be saved
                         failure = failure or exc  # one recorder's failure must not cost the others
-                self._recorders.clear()
+                with self._mutex:
+                    self._recorders.clear()
                 self.commit_staged()
                 if failure is not None:
                     raise failure
         finally:
-            self._closed = True
-            if self._fh is not None:
-                self._fh.close()
-                self._fh = None
-            for buf in self._buffers:
-                _close_buffer(buf)
-            self._buffers.clear()
+            # Both locks: a commit or compaction in another thread finishes first, and
+            # no reader thread finds the handle gone without seeing the store closed.
+            with self._commit_lock, self._mutex:
+                self._closed = True
+                if self._fh is not None:
+                    self._fh.close()
+                    self._fh = None
+                for buf in self._buffers:
+                    _close_buffer(buf)
+                self._buffers.clear()
 
     @property
     def closed(self) -> bool:

@@ -21,7 +21,6 @@ from memseg.blockmerge import merge_records
 from memseg.blocks import PendingCheckpoint, encode_block
 from memseg.format import BLOCK_MAX_ACTIONS, COMPACT_SUFFIX, RESULT_SHIFT
 from memseg.framing import parse_header
-from memseg.view import View
 from tests.retention_support import (
     FaultMode,
     StepFaultFS,
@@ -443,18 +442,18 @@ def test_resume_racing_a_compaction_uses_the_new_file(store_path: Path,
         record_session(store, "live", actions=12, end=False)
         store.archive("old")
     with memseg.open(store_path, "a") as store:
-        current = store._current
+        check = store._check_writable
         compacted: list[bool] = []
 
-        def compact_after_first_look() -> View:
-            view = current()
+        def compact_just_before_resume_looks() -> None:
+            check()
             if not compacted:
                 compacted.append(True)
-                store.compact()
-            return view
+                store.compact()  # as another thread could, right before resume takes the mutex
 
-        monkeypatch.setattr(store, "_current", compact_after_first_look)
+        monkeypatch.setattr(store, "_check_writable", compact_just_before_resume_looks)
         rec = store.resume("live")
+        assert compacted
         rec.record("more", "after resume", ts_ns=60)
         rec.end()
     with memseg.open(store_path) as store:

@@ -1,0 +1,215 @@
+"""One store shared by threads, and interruptions mid-commit: each scenario forces one
+interleaving deterministically, by running the other thread's step at a chosen point."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import memseg
+import memseg.compactor
+import memseg.retention
+from tests.retention_support import DAY_NS, record_session
+
+
+def _once(step: Callable[[], Any]) -> Callable[[], None]:
+    """A hook that runs ``step`` the first time it is called, and nothing after."""
+    done: list[bool] = []
+
+    def hook() -> None:
+        if not done:
+            done.append(True)
+            step()
+
+    return hook
+
+
+def _committed(path: Path, name: str) -> list[object]:
+    with memseg.open(path) as reader:
+        return [a.value() for a in reader.session(name).actions]
+
+
+def test_an_end_interrupted_after_its_sync_leaves_the_store_refusing_writes(
+        store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The end's commit reached the disk, then an interrupt arrived: the recorder was
+    registered again as if the end had failed, and could flip the ENDED session back."""
+    store = memseg.open(store_path, "a")
+    rec = store.start_session(name="s")
+    rec.record("k", 1, ts_ns=1)
+    assert store._fh is not None
+    real_sync = store._fh.sync
+
+    def sync_then_interrupt() -> None:
+        real_sync()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store._fh, "sync", sync_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        rec.end("done")
+    monkeypatch.setattr(store._fh, "sync", real_sync)
+    with pytest.raises(memseg.WriteFailedError, match="interrupted"):
+        rec.record("k", 2)
+        rec.flush()
+    store.close()
+    with memseg.open(store_path) as reader:
+        info = reader.session("s").info
+        assert (info.state, info.status, info.action_count) == ("ended", "done", 1)
+
+
+def test_a_commit_interrupted_before_its_trailer_fails_the_flushes_waiting_on_it(
+        store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A's commit took B's staged flush into its TOC, then was interrupted before its
+    trailer; B's next commit found nothing staged and acknowledged B's lost action."""
+    store = memseg.open(store_path, "a")
+    a, b = store.start_session(name="a"), store.start_session(name="b")
+    a.record("k", "a1", ts_ns=1)
+    b.record("k", "b1", ts_ns=1)
+    b._cut_block()
+    store._stage_snapshot(b._live, None, end=False)  # B staged, waiting to commit
+    real_trailer = store._append_trailer
+
+    def interrupt(*args: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store, "_append_trailer", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        a.flush()
+    monkeypatch.setattr(store, "_append_trailer", real_trailer)
+    with pytest.raises(memseg.WriteFailedError):
+        store.commit_staged()  # B's commit: refused, so never acknowledged
+    store.close()
+
+
+def test_resume_rechecks_the_state_under_the_mutex(store_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another thread ended and archived the session between resume's check and its
+    registration: resume handed out a live recorder for an archived session."""
+    with memseg.open(store_path, "a") as store:
+        rec = store.start_session(name="s")
+        rec.record("k", 1, ts_ns=1)
+        rec.flush()
+        check = store._check_writable
+
+        def end_and_archive() -> None:
+            rec.end("done")
+            store.archive("s")
+
+        hook = _once(end_and_archive)
+
+        def check_then_race() -> None:
+            check()
+            hook()
+
+        monkeypatch.setattr(store, "_check_writable", check_then_race)
+        with pytest.raises(memseg.StateError, match="not_active"):
+            store.resume("s")
+        monkeypatch.setattr(store, "_check_writable", check)
+        store.compact()
+        assert store.sessions() == []
+
+
+def test_export_copies_only_what_the_source_committed(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another thread staged a flush between export's commit and its view: the copy held
+    an action that the source, had it crashed then, would not."""
+    src, dest = tmp_path / "src.mseg", tmp_path / "dest.mseg"
+    store = memseg.open(src, "a")
+    rec = store.start_session(name="s")
+    rec.record("k", "committed", ts_ns=1)
+    rec.flush()
+    real_commit = store.commit_staged
+
+    def stage_another_flush() -> None:
+        rec.record("k", "staged meanwhile", ts_ns=2)
+        rec._cut_block()
+        store._stage_snapshot(rec._live, None, end=False)
+
+    hook = _once(stage_another_flush)
+
+    def commit_then_race() -> None:
+        real_commit()
+        hook()
+
+    monkeypatch.setattr(store, "commit_staged", commit_then_race)
+    store.export(["s"], dest)
+    with memseg.open(dest) as copy:
+        exported = [a.value() for a in copy.session("s").actions]
+    # Whatever the copy holds, the source had committed before the copy was made.
+    assert exported == _committed(src, "s")[: len(exported)]
+    assert exported[0] == "committed"
+    store.close()
+
+
+def test_sweep_skips_a_due_session_archived_and_compacted_meanwhile(
+        store_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweep looked its due sessions up again after exporting; one that another
+    thread had archived and compacted away meanwhile raised KeyError, and none of the
+    others was archived."""
+    with memseg.open(store_path, "a") as store:
+        for name in ("old-1", "old-2"):
+            record_session(store, name, actions=5, t0=0)
+        real_run = memseg.retention._run_archive
+
+        def archive_and_compact_first(*args: Any, **kwargs: Any) -> Any:
+            planned = real_run(*args, **kwargs)
+            store.archive("old-1")
+            store.compact()
+            return planned
+
+        monkeypatch.setattr(memseg.retention, "_run_archive", archive_and_compact_first)
+        report = store.sweep(1, archive_to=tmp_path / "archive.mseg",
+                             now_ns=time.time_ns() + 10 * DAY_NS)
+        assert sorted(i.name or "" for i in report.archived) == ["old-1", "old-2"]
+        assert [(i.name, i.state) for i in store.sessions()] == [("old-2", "archived")]
+    with memseg.open(tmp_path / "archive.mseg") as archive:
+        assert sorted(i.name or "" for i in archive.sessions()) == ["old-1", "old-2"]
+
+
+def test_close_waits_for_a_compaction_in_another_thread(store_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """close() cleared the recorders and closed the handle without any lock, under a
+    compaction that was moving them (RuntimeError: dictionary changed size)."""
+    store = memseg.open(store_path, "a")
+    record_session(store, "gone", actions=5)
+    store.archive("gone")
+    rec = store.start_session(name="live")
+    rec.record("k", 1, ts_ns=1)
+    rec.flush()
+    writing, release = threading.Event(), threading.Event()
+    real_write = memseg.compactor._write
+
+    def paused_write(*args: Any) -> Any:
+        writing.set()
+        release.wait(10)
+        return real_write(*args)
+
+    monkeypatch.setattr(memseg.compactor, "_write", paused_write)
+    errors: list[BaseException] = []
+
+    def run(fn: Callable[[], Any]) -> threading.Thread:
+        def target() -> None:
+            try:
+                fn()
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+        t = threading.Thread(target=target)
+        t.start()
+        return t
+
+    compacting = run(store.compact)
+    assert writing.wait(10)
+    closing = run(store.close)
+    closing.join(0.3)
+    assert closing.is_alive()  # waits for the compaction's locks
+    assert list(store._recorders) == [rec.id]  # still there for the compaction to move
+    release.set()
+    compacting.join(10)
+    closing.join(10)
+    assert not errors and store.closed
+    with memseg.open(store_path) as reader:
+        assert [i.name for i in reader.sessions()] == ["live"]

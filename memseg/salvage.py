@@ -112,6 +112,7 @@ class _BlockRef:
     first_seq: int
     count: int
     checkpoint_count: int
+    prev_block: int
 
 
 @dataclass(slots=True)
@@ -173,7 +174,7 @@ def _collect(m: Mapped, records: list[RecordInfo], report: SalvageReport) -> dic
                 block.checkpoints()
                 item = found.setdefault(block.session_id, _Found())
                 item.blocks.append(_BlockRef(block.offset, block.session_id, block.first_seq,
-                                             block.count, block.checkpoint_count))
+                                             block.count, block.checkpoint_count, block.prev_block))
                 del block
             elif rec.kind_code == Kind.SESSION:
                 srec = decode_session(read_payload(buf, head), rec.offset)
@@ -204,26 +205,36 @@ def _committed_blocks(session: Session) -> set[int]:
 
 def _chain(blocks: list[_BlockRef], preferred: set[int], known: int
            ) -> tuple[list[_BlockRef], list[tuple[int, int]]]:
-    """Order a session's intact blocks by seq; report the seq ranges no block covers."""
-    best: dict[tuple[int, int], _BlockRef] = {}
-    for b in blocks:
-        key = (b.first_seq, b.count)
-        old = best.get(key)
-        # Prefer the block the commit names; else the newest copy.
-        if old is None or (b.offset in preferred) > (old.offset in preferred) or (
-                (b.offset in preferred) == (old.offset in preferred) and b.offset > old.offset):
-            best[key] = b
+    """Walk a session's intact blocks in seq order; report the seq ranges none covers.
+
+    At each step the next block starts at the seq reached. A block the commit names
+    wins, then one whose link points at the block before (the writer's own chain),
+    then the first in the file after it. So a committed block is never displaced by
+    a block a dead writer left at the same seq, and blocks of checkpoints only (which
+    all start at the same seq) are taken one after another, in their chain's order.
+    """
+    unused = sorted(blocks, key=lambda b: b.offset)
     chosen: list[_BlockRef] = []
     lost: list[tuple[int, int]] = []
-    expected = 0
-    for key in sorted(best):
-        b = best[key]
-        if b.first_seq < expected:
-            continue  # overlaps what is already taken
-        if b.first_seq > expected:
-            lost.append((expected, b.first_seq))
+    expected, last = 0, 0
+    while unused:
+        # Later in the file than the block before, unless the commit names it.
+        ahead = [b for b in unused if b.offset > last or b.offset in preferred]
+        here = [b for b in ahead if b.first_seq == expected]
+        if not here:
+            later = [b for b in ahead if b.first_seq > expected]
+            if not later:
+                break
+            gap_end = min(b.first_seq for b in later)
+            lost.append((expected, gap_end))
+            here = [b for b in later if b.first_seq == gap_end]
+        b = min(here, key=lambda b: (b.offset not in preferred, b.prev_block != last, b.offset))
         chosen.append(b)
-        expected = b.first_seq + b.count
+        unused.remove(b)
+        expected, last = b.first_seq + b.count, b.offset
+        # Blocks behind the seq reached hold nothing new: drop them.
+        unused = [u for u in unused if u.first_seq + u.count > expected
+                  or (u.count == 0 and u.first_seq == expected)]
     if expected < known:
         lost.append((expected, known))
     return chosen, lost

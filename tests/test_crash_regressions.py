@@ -329,3 +329,56 @@ def test_a_snapshot_claiming_2_to_the_62_actions_fails_before_allocating(
         actions = reader.session(uuid.UUID(int=1)).actions
         with pytest.raises(memseg.CorruptError, match="count_mismatch"):
             len(actions.seq)
+
+
+def test_salvage_keeps_every_checkpoint_of_checkpoint_only_blocks(tmp_path: Path) -> None:
+    """Checkpoints in a row make blocks of no action at the same seq; salvage keyed blocks
+    by (seq, count) and kept one of them, losing checkpoints of an undamaged file."""
+    path = tmp_path / "f.mseg"
+    with memseg.open(path, "a") as store:
+        rec = store.start_session(session_id=uuid.UUID(int=1))
+        rec.record("a", 1, ts_ns=10)
+        for step in (1, 2, 3):
+            rec.checkpoint({"step": step}, ts_ns=20 + step)
+        rec.record("b", 2, ts_ns=40)
+        rec.end("ok")
+    report = salvage(path, tmp_path / "out.mseg")
+    assert report.complete
+    with memseg.open(tmp_path / "out.mseg") as store:
+        session = store.session(uuid.UUID(int=1))
+        assert [c.value() for c in session.checkpoints] == [{"step": s} for s in (1, 2, 3)]
+        assert [a.value() for a in session.actions] == [1, 2]
+
+
+def test_salvage_prefers_committed_blocks_to_a_dead_writers_block_at_the_same_seq(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer kept an unverified commit's bytes (a block at seq 2), then the resumed
+    session committed its own blocks from seq 2. Salvage took the uncommitted block, by
+    the lowest (seq, count), and called the committed actions after it lost."""
+    path = tmp_path / "f.mseg"
+    monkeypatch.setattr(memseg.codec, "MIN_COMPRESS", 1 << 62)
+    with memseg.open(path, "a", sync="none") as store:
+        rec = store.start_session(session_id=uuid.UUID(int=1))
+        rec.record("a", 0, ts_ns=10)
+        rec.record("a", 1, ts_ns=11)
+        rec.flush()
+        rec.record("orphan", 99, ts_ns=12)
+        rec.flush()
+    data = bytearray(path.read_bytes())
+    snap = [r for r in records(bytes(data)) if r.kind == Kind.SNAPSHOT][-1]
+    data[snap.offset + 40 : snap.offset + 48] = bytes(8)  # that commit is now unverified
+    path.write_bytes(bytes(data))
+    with memseg.open(path, "a", sync="none") as store:
+        assert store.kept_from is not None
+        rec = store.resume(uuid.UUID(int=1))
+        for i in range(3):
+            rec.record("b", 2 + i, ts_ns=20 + i)
+        rec.end("ok")
+    with memseg.open(path) as reader:
+        expected = [(a.kind, a.value()) for a in reader.session(uuid.UUID(int=1)).actions]
+    assert expected == [("a", 0), ("a", 1), ("b", 2), ("b", 3), ("b", 4)]
+    report = salvage(path, tmp_path / "out.mseg")
+    [session] = report.sessions
+    assert session.lost == [] and session.actions == 5
+    with memseg.open(tmp_path / "out.mseg") as store:
+        assert [(a.kind, a.value()) for a in store.session(uuid.UUID(int=1)).actions] == expected

@@ -236,9 +236,9 @@ def tail_holds_a_damaged_commit(read: Reader, start: int, end: int, tag: int) ->
     but fails its checks: an acknowledged commit whose trailer was damaged later (or,
     rarely, a crash that tore the trailer's own write). A writer keeps such a tail rather
     than cut it. The trailer is "there" when all its 72 bytes are, whatever they hold (a
-    flipped bit in its tag or kind byte must not make it look torn), or when the bytes
-    present start like one. A TOC with nothing trailer-like after it is an ordinary torn
-    commit."""
+    flipped bit in its tag or kind byte must not make it look torn). Fewer bytes are a
+    trailer whose write was cut: that commit was never acknowledged (its fsync comes
+    after), and the tail is an ordinary torn one."""
     pos = start
     while pos + RECORD_HEADER.size <= end:
         chunk = read(pos, min(_SCAN_CHUNK, end - pos))
@@ -253,10 +253,6 @@ def tail_holds_a_damaged_commit(read: Reader, start: int, end: int, tag: int) ->
             stored_len = int.from_bytes(head[12:16], "little")
             after = pos + at + record_size(stored_len)
             if after + TRAILER_RECORD_SIZE <= end:
-                return True
-            trailer = read(after, 9) if after + 9 <= end else b""
-            if len(trailer) == 9 and int.from_bytes(trailer[:8], "little") == tag \
-                    and trailer[8] == Kind.TRAILER:
                 return True
         pos += max(8, len(chunk) - RECORD_HEADER.size) & ~7
     return False

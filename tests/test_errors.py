@@ -159,6 +159,25 @@ def test_a_commit_cut_before_its_trailer_is_cut_and_the_file_verifies_clean(
     assert memseg.verify(store_path).ok
 
 
+@pytest.mark.parametrize("present", [9, 40, TRAILER_RECORD_SIZE - 1])
+def test_a_trailer_cut_short_is_a_torn_commit_and_the_file_verifies_clean(
+        store_path: Path, present: int) -> None:
+    """A crash or a full disk that cut the trailer's write: the commit was never
+    acknowledged. Keeping those bytes made verify report damage for good."""
+    _one_session(store_path)
+    good = store_path.stat().st_size
+    with memseg.open(store_path, "a") as store, store.start_session(name="torn") as rec:
+        rec.record("k", "never acknowledged", ts_ns=2)
+    with open(store_path, "r+b") as f:
+        f.truncate(store_path.stat().st_size - TRAILER_RECORD_SIZE + present)
+    with memseg.open(store_path, "a") as store:
+        assert store.kept_from is None and store_path.stat().st_size == good
+        store.start_session(name="after").end()
+    assert memseg.verify(store_path).ok
+    with memseg.open(store_path) as reader:
+        assert [i.name for i in reader.sessions()] == ["s", "after"]
+
+
 def test_compaction_refuses_to_drop_a_commit_kept_for_salvage(store_path: Path) -> None:
     _one_session(store_path)
     with memseg.open(store_path, "a") as store, store.start_session(name="last") as rec:

@@ -106,7 +106,9 @@ def decode_snapshot(payload: bytes, offset: int) -> Snapshot:
     (sid, sess_off, state, flags, status_len, kind_count, actions, ckpts, created, last,
      ended, index_off, stored, last_block, index_blocks, recent_count) = SNAPSHOT_HEADER.unpack_from(
         payload)
-    if state not in _STATES or flags > 3 or kind_count > MAX_KINDS or status_len > MAX_STATUS:
+    # Counts below 2**63: a session's length must be a Python index (len() of its actions).
+    if (state not in _STATES or flags > 3 or kind_count > MAX_KINDS or status_len > MAX_STATUS
+            or actions >> 63 or ckpts >> 63):
         raise CorruptError("snapshot_layout", "state, flags or counts", offset=offset)
     if not FILE_HEADER.size <= sess_off < offset or (index_off and not sess_off < index_off < offset):
         raise CorruptError("bad_reference", "snapshot's session or index offset", offset=offset)

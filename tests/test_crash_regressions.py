@@ -382,3 +382,25 @@ def test_salvage_prefers_committed_blocks_to_a_dead_writers_block_at_the_same_se
     assert session.lost == [] and session.actions == 5
     with memseg.open(tmp_path / "out.mseg") as store:
         assert [(a.kind, a.value()) for a in store.session(uuid.UUID(int=1)).actions] == expected
+
+
+def test_a_snapshot_claiming_2_to_the_63_actions_is_corrupt(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """len(actions) raised OverflowError (not a memseg error) for a count of 2**63, and
+    the command line's show, cat and replay printed a traceback."""
+    path = tmp_path / "f.mseg"
+    monkeypatch.setattr(memseg.codec, "MIN_COMPRESS", 1 << 62)
+    with memseg.open(path, "a") as store:
+        rec = store.start_session(session_id=uuid.UUID(int=1))
+        rec.record("k", "one", ts_ns=1)
+        rec.end("ok")
+        store.start_session(session_id=uuid.UUID(int=2)).end("ok")
+    data = path.read_bytes()
+    count = slice(32, 40)
+    snap = [r for r in records(data) if r.kind == Kind.SNAPSHOT
+            and payload_of(data, r)[count] == (1).to_bytes(8, "little")][-1]
+    body = bytearray(payload_of(data, snap))
+    body[count] = (2**63).to_bytes(8, "little")
+    path.write_bytes(rewrite(data, snap, bytes(body)))
+    with memseg.open(path, "r") as reader, pytest.raises(memseg.CorruptError, match="snapshot_layout"):
+        len(reader.session(uuid.UUID(int=1)).actions)

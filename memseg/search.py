@@ -100,10 +100,18 @@ def search_session(session: Session, rx: re.Pattern[bytes], *, kinds: Iterable[s
                    results: bool = False, on_error: OnError | None = None) -> Iterator[SearchHit]:
     """Matches in one session, in seq order (payloads; results too if ``results``).
 
-    A damaged block raises CorruptError, or, with ``on_error``, is reported to it and skipped.
+    A damaged block raises CorruptError, or, with ``on_error``, is reported to it and skipped;
+    so is a session whose snapshot or block index cannot be read.
     """
-    actions = session.actions
-    names = actions.kinds
+    try:
+        actions = session.actions
+        names = actions.kinds
+        refs = actions.refs
+    except MemsegError as exc:
+        if on_error is None:
+            raise
+        on_error(exc)  # nothing of this session can be searched; later sessions still are
+        return
     allowed: npt.NDArray[np.bool_] | None = None
     if kinds is not None:
         wanted = set(kinds)
@@ -111,7 +119,7 @@ def search_session(session: Session, rx: re.Pattern[bytes], *, kinds: Iterable[s
         if not allowed.any():
             return
     info = session.info
-    for b in range(len(actions.refs)):
+    for b in range(len(refs)):
         try:
             block = actions.block(b)
             n = block.count

@@ -427,3 +427,22 @@ def test_salvage_recovers_a_session_whose_only_commit_is_unverified(tmp_path: Pa
         ("a", "uncommitted", 10), ("b", "committed", 1)}
     with memseg.open(tmp_path / "out.mseg") as out:
         assert [a.value() for a in out.session("a").actions] == [{"i": i} for i in range(10)]
+
+
+def test_search_goes_on_past_a_session_whose_index_is_damaged(tmp_path: Path) -> None:
+    """A session whose INDEX chunk does not read stopped the whole search: matches in
+    later sessions were never reported."""
+    path = tmp_path / "f.mseg"
+    with memseg.open(path, "a") as store:
+        for name in ("first", "broken", "last"):
+            with store.start_session(name=name) as rec:
+                rec.record("k", "needle in " + name, ts_ns=1)
+    with memseg.open(path) as store:
+        index_at = store.session("broken").actions._snap.index_offset
+    data = bytearray(path.read_bytes())
+    data[index_at + 40] ^= 1
+    path.write_bytes(bytes(data))
+    errors: list[memseg.MemsegError] = []
+    hits = list(memseg.search(path, "needle", on_error=errors.append))
+    assert [h.session_name for h in hits] == ["first", "last"]
+    assert [e.reason for e in errors] == ["payload_crc"]

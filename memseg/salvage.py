@@ -113,6 +113,10 @@ class _BlockRef:
     count: int
     checkpoint_count: int
     prev_block: int
+    # Its sections are checked apart, as a reader reads them: damage to one loses
+    # only what that one holds.
+    blob_ok: bool = True
+    checkpoints_ok: bool = True
 
 
 @dataclass(slots=True)
@@ -170,11 +174,19 @@ def _collect(m: Mapped, records: list[RecordInfo], report: SalvageReport) -> dic
             head = parse_header(buf, rec.offset, m.size, tag)
             if rec.kind_code == Kind.BLOCK:
                 block = BlockView(buf, head)
-                block.blob()
-                block.checkpoints()
+                blob_error, ckpt_error = _section_error(block.blob), _section_error(block.checkpoints)
+                if blob_error and (ckpt_error or not block.checkpoint_count):
+                    raise blob_error
+                if ckpt_error and not block.count:
+                    raise ckpt_error
+                for error in (blob_error, ckpt_error):
+                    if error is not None:
+                        report.damaged.append(DamagedRegion(rec.offset, rec.length, error.reason))
                 item = found.setdefault(block.session_id, _Found())
+                item.damaged_blocks += bool(blob_error or ckpt_error)
                 item.blocks.append(_BlockRef(block.offset, block.session_id, block.first_seq,
-                                             block.count, block.checkpoint_count, block.prev_block))
+                                             block.count, block.checkpoint_count, block.prev_block,
+                                             blob_error is None, ckpt_error is None))
                 del block
             elif rec.kind_code == Kind.SESSION:
                 srec = decode_session(read_payload(buf, head), rec.offset)
@@ -193,6 +205,15 @@ def _collect(m: Mapped, records: list[RecordInfo], report: SalvageReport) -> dic
             if rec.kind_code == Kind.BLOCK and rec.session_id is not None:
                 found.setdefault(rec.session_id, _Found()).damaged_blocks += 1
     return found
+
+
+def _section_error(read: Callable[[], object]) -> MemsegError | None:
+    """The error reading one section of a block raises, if any."""
+    try:
+        read()
+    except MemsegError as exc:
+        return exc
+    return None
 
 
 def _committed_blocks(session: Session) -> set[int]:
@@ -237,7 +258,9 @@ def _chain(blocks: list[_BlockRef], preferred: set[int], known: int
                   or (u.count == 0 and u.first_seq == expected)]
     if expected < known:
         lost.append((expected, known))
-    return chosen, lost
+    # A block whose payloads are damaged keeps its place (and its checkpoints).
+    lost += [(b.first_seq, b.first_seq + b.count) for b in chosen if b.count and not b.blob_ok]
+    return chosen, sorted(lost)
 
 
 def _write_session(store: Store, m: Mapped, plan: _Plan, tick: Callable[[int], None]) -> None:
@@ -249,12 +272,16 @@ def _write_session(store: Store, m: Mapped, plan: _Plan, tick: Callable[[int], N
 
     rec = store.start_session(out.name, meta=plan.meta, session_id=out.session_id)
     checkpoints: list[Checkpoint] = sorted(
-        (c for ref in chosen if ref.checkpoint_count for c in view(ref).checkpoints()),
+        (c for ref in chosen if ref.checkpoint_count and ref.checkpoints_ok
+         for c in view(ref).checkpoints()),
         key=lambda c: (c.at_seq, c.id))
     names = list(plan.kinds)
     retyped: list[int] = []  # one entry per value kept as bytes
     ci = 0
     for ref in chosen:
+        if not ref.blob_ok:
+            tick(ref.count)
+            continue  # its actions are counted lost
         block = view(ref)
         top = int(block.kinds.max()) if block.count else -1
         # Codes past the newest surviving kind dictionary get a placeholder name.
@@ -274,7 +301,7 @@ def _write_session(store: Store, m: Mapped, plan: _Plan, tick: Callable[[int], N
     if retyped:
         out.notes.append(f"{len(retyped)} values did not decode as their stored type; "
                          "their bytes were kept as bytes values")
-    out.actions = sum(b.count for b in chosen)
+    out.actions = sum(b.count for b in chosen if b.blob_ok)
     out.checkpoints = len(checkpoints)
     if plan.state == State.ACTIVE:
         rec.flush()  # closing the store leaves it active
@@ -443,7 +470,8 @@ def _plan(session: Session | None, entry: TocEntry | None, item: _Found) -> _Pla
     known_ck = max(entry.checkpoint_count if entry else 0, snap.checkpoint_count if snap else 0)
     out = SessionSalvage(sid, name, state.name.lower(), source, lost=lost,
                          damaged_blocks=item.damaged_blocks, notes=notes)
-    out.lost_checkpoints = max(0, known_ck - sum(b.checkpoint_count for b in chosen))
+    out.lost_checkpoints = max(0, known_ck - sum(b.checkpoint_count for b in chosen
+                                                 if b.checkpoints_ok))
     return _Plan(out, meta, kinds, chosen, state, status, entry, frozenset(preferred),
                  session is not None and _reads_cleanly(session))
 

@@ -404,3 +404,39 @@ def test_a_snapshot_claiming_2_to_the_63_actions_is_corrupt(
     path.write_bytes(rewrite(data, snap, bytes(body)))
     with memseg.open(path, "r") as reader, pytest.raises(memseg.CorruptError, match="snapshot_layout"):
         len(reader.session(uuid.UUID(int=1)).actions)
+
+
+@pytest.mark.parametrize("section", ["blob", "checkpoints"])
+def test_salvage_keeps_the_intact_section_of_a_block(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, section: str) -> None:
+    """Salvage dropped a block when either of its sections failed its CRC; readers check
+    them apart, so it lost actions (or a checkpoint) that every reader still read."""
+    path = tmp_path / "f.mseg"
+    monkeypatch.setattr(memseg.codec, "MIN_COMPRESS", 1 << 62)
+    with memseg.open(path, "a") as store:
+        rec = store.start_session(session_id=uuid.UUID(int=1))
+        rec.record("a", "first", ts_ns=1)
+        rec.flush()
+        rec.record("b", "second", ts_ns=2)
+        rec.record("c", "third", ts_ns=3)
+        rec.checkpoint({"state": 42}, ts_ns=4)  # one block: 2 actions and 1 checkpoint
+        rec.record("d", "fourth", ts_ns=5)
+        rec.end("ok")
+    data = bytearray(path.read_bytes())
+    block = [r for r in records(bytes(data)) if r.kind == Kind.BLOCK][1]
+    blob_len = BLOCK_HEADER.unpack_from(data, block.payload_offset)[-8]
+    blob = _blob_at(bytes(data), block)
+    data[blob + 2 if section == "blob" else blob + padded(blob_len) + 3] ^= 0x10
+    path.write_bytes(bytes(data))
+    report = salvage(path, tmp_path / "out.mseg")
+    [session] = report.sessions
+    with memseg.open(tmp_path / "out.mseg") as store:
+        out = store.session(uuid.UUID(int=1))
+        values = [a.value() for a in out.actions]
+        snapshots = [c.value() for c in out.checkpoints]
+    if section == "blob":
+        assert values == ["first", "fourth"] and session.lost == [(1, 3)]
+        assert snapshots == [{"state": 42}]
+    else:
+        assert values == ["first", "second", "third", "fourth"] and session.lost == []
+        assert snapshots == [] and session.lost_checkpoints == 1

@@ -135,8 +135,11 @@ class _Found:
             self.first_offset = offset
 
 
-def _advance(offset: int, snap: Snapshot) -> tuple[int, int, int, int]:
-    return snap.action_count, snap.checkpoint_count, len(snap.kinds), offset
+def _advance(offset: int, snap: Snapshot) -> tuple[int, int, int, bool, int]:
+    """How far a snapshot has got: counts and kind dictionary only grow, and an end comes
+    after everything else (no ACTIVE snapshot follows an ENDED one with equal counts)."""
+    return (snap.action_count, snap.checkpoint_count, len(snap.kinds),
+            snap.ended_ns is not None, offset)
 
 
 @dataclass(slots=True)

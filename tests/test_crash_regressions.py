@@ -440,3 +440,22 @@ def test_salvage_keeps_the_intact_section_of_a_block(
     else:
         assert values == ["first", "second", "third", "fourth"] and session.lost == []
         assert snapshots == [] and session.lost_checkpoints == 1
+
+
+def test_salvage_keeps_an_end_over_a_stale_active_snapshot_copied_after_it(
+        tmp_path: Path) -> None:
+    """A duplicate of the ACTIVE snapshot a flush wrote, appended after the session's end
+    (same counts), won as the later of equals: salvage un-ended the session."""
+    path = tmp_path / "f.mseg"
+    with memseg.open(path, "a") as store:
+        rec = store.start_session(session_id=uuid.UUID(int=1))
+        rec.record("a", 1, ts_ns=1)
+        rec.flush()
+        rec.end("finished")
+    data = path.read_bytes()
+    active = [r for r in records(data) if r.kind == Kind.SNAPSHOT][1]
+    path.write_bytes(data + data[active.offset : active.end])
+    salvage(path, tmp_path / "out.mseg")
+    with memseg.open(tmp_path / "out.mseg") as store:
+        info = store.session(uuid.UUID(int=1)).info
+        assert (info.state, info.status, info.action_count) == ("ended", "finished", 1)

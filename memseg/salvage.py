@@ -475,8 +475,12 @@ def _plan(session: Session | None, entry: TocEntry | None, item: _Found) -> _Pla
                          damaged_blocks=item.damaged_blocks, notes=notes)
     out.lost_checkpoints = max(0, known_ck - sum(b.checkpoint_count for b in chosen
                                                  if b.checkpoints_ok))
+    # Readers never decode SESSION records, so a reader reading the session whole says
+    # nothing of its own: copied as stored, a damaged one would fail verify in the copy.
+    own_record = (entry is not None and item.session is not None
+                  and item.session[0] == entry.session_offset)
     return _Plan(out, meta, kinds, chosen, state, status, entry, frozenset(preferred),
-                 session is not None and _reads_cleanly(session))
+                 own_record and session is not None and _reads_cleanly(session))
 
 
 def _reads_cleanly(session: Session) -> bool:

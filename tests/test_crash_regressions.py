@@ -459,3 +459,26 @@ def test_salvage_keeps_an_end_over_a_stale_active_snapshot_copied_after_it(
     with memseg.open(tmp_path / "out.mseg") as store:
         info = store.session(uuid.UUID(int=1)).info
         assert (info.state, info.status, info.action_count) == ("ended", "finished", 1)
+
+
+def test_salvage_rebuilds_a_session_whose_session_record_names_another_id(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Readers never decode SESSION records, so the session read whole and salvage
+    copied it as stored: the salvaged file failed verify (wrong_session)."""
+    path = tmp_path / "f.mseg"
+    monkeypatch.setattr(memseg.codec, "MIN_COMPRESS", 1 << 62)
+    with memseg.open(path, "a") as store:
+        with store.start_session(name="s", session_id=uuid.UUID(int=1)) as rec:
+            rec.record("k", "kept", ts_ns=1)
+        store.start_session(session_id=uuid.UUID(int=2)).end("ok")  # a later commit
+    data = path.read_bytes()
+    first = next(r for r in records(data) if r.kind == Kind.SESSION)
+    body = bytearray(payload_of(data, first))
+    body[:16] = uuid.UUID(int=3).bytes
+    path.write_bytes(rewrite(data, first, bytes(body)))
+    with memseg.open(path) as reader:
+        assert [a.value() for a in reader.session(uuid.UUID(int=1)).actions] == ["kept"]
+    salvage(path, tmp_path / "out.mseg")
+    assert memseg.verify(tmp_path / "out.mseg").ok
+    with memseg.open(tmp_path / "out.mseg") as store:
+        assert [a.value() for a in store.session(uuid.UUID(int=1)).actions] == ["kept"]

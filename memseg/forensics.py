@@ -271,6 +271,19 @@ class _Checker:
             self.problem(at, "wrong_session", f"{what} -> {target} belongs to session "
                          f"{rec.session_id}, not {session}")
 
+    def values(self, block: BlockView) -> None:
+        """Every payload, result and snapshot must decode as its stored type: CRCs only
+        say the bytes are the ones written, not that a reader can use them."""
+        placeholders = [""] * (int(block.kinds.max()) + 1 if block.count else 0)
+        try:
+            for action in block.actions(0, block.count, placeholders):
+                action.value()
+                action.result_value()
+            for checkpoint in block.checkpoints():
+                checkpoint.value()
+        except MemsegError as exc:
+            self.problem(block.offset, exc.reason, f"a value in the block does not decode: {exc}")
+
     def check(self, rec: RecordInfo) -> None:
         """Check one intact record: its padding, contents and references."""
         buf, tag, at = self.m.buf, self.m.header.tag, rec.offset
@@ -290,6 +303,7 @@ class _Checker:
                 prev = int(getattr(block, "prev_block", 0))
                 if prev:
                     self.ref(at, prev, Kind.BLOCK, "previous block", block.session_id)
+                self.values(block)
                 return
             if rec.kind_code == Kind.TRAILER:
                 if self.commits.get(at) is None:  # run the checks again for their error

@@ -15,9 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import memseg
+from fuzz.corpus import payload_of, records, rewrite
 from memseg.codec import crc32c
 from memseg.forensics import info, open_readonly
-from memseg.format import FILE_HEADER
+from memseg.format import FILE_HEADER, Kind
 from memseg.scan import GAP, OK, TORN
 from tests.forensic_support import (
     block_spans,
@@ -446,3 +447,26 @@ def test_search_goes_on_past_a_session_whose_index_is_damaged(tmp_path: Path) ->
     hits = list(memseg.search(path, "needle", on_error=errors.append))
     assert [h.session_name for h in hits] == ["first", "last"]
     assert [e.reason for e in errors] == ["payload_crc"]
+
+
+def test_verify_reports_a_value_that_does_not_decode(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A block whose CRCs hold but whose JSON payload does not parse passed verify, while a
+    reader's value() raised CorruptError."""
+    path = tmp_path / "f.mseg"
+    monkeypatch.setattr(memseg.codec, "MIN_COMPRESS", 1 << 62)
+    with memseg.open(path, "a") as store:
+        with store.start_session(name="s") as rec:
+            rec.record("k", {"a": 1}, ts_ns=1)
+        store.compact()  # one commit without a region CRC: only verify can notice
+    data = path.read_bytes()
+    block = next(r for r in records(data) if r.kind == Kind.BLOCK)
+    body = bytearray(payload_of(data, block))
+    at = body.find(b'{"a":1}')
+    body[at] = ord("[")
+    path.write_bytes(rewrite(data, block, bytes(body)))
+    with memseg.open(path) as reader, pytest.raises(memseg.CorruptError, match="bad_value"):
+        reader.session("s").actions[0].value()
+    report = memseg.verify(path)
+    assert [p.reason for p in report.problems] == ["bad_value"]
+    assert report.problems[0].offset == block.offset

@@ -21,7 +21,7 @@ from memseg.blocks import BlockView
 from memseg.codec import decode_value, json_object
 from memseg.container import Commit
 from memseg.errors import MemsegError
-from memseg.format import Kind, State, ValueType
+from memseg.format import FILE_HEADER, Kind, State, ValueType
 from memseg.framing import parse_header, read_payload
 from memseg.model import Checkpoint
 from memseg.recorder import Recorder
@@ -352,6 +352,9 @@ def salvage(src: str | os.PathLike[str], dst: str | os.PathLike[str],
         view, _located = open_view(m)
         tail = [r for r in records if r.commit is None]
         report.torn_tail_bytes = m.size - tail[0].offset if tail else 0
+        if m.header_error is not None:
+            # Sessions are then rebuilt, not copied: their times are the salvage's own.
+            report.damaged.append(DamagedRegion(0, FILE_HEADER.size, m.header_error.reason))
         found = _collect(m, records, report)
         entries: dict[uuid.UUID, TocEntry] = dict(view.entries)
         order = sorted(set(found) | set(entries), key=lambda s: (

@@ -280,6 +280,8 @@ def test_salvage_recovers_a_file_whose_header_is_gone(sample: tuple[Path, object
     report = memseg.salvage(src, tmp_path / "out.mseg")
     assert report.lost_actions == 0
     assert stored_actions(tmp_path / "out.mseg") == stored_actions(path)
+    # Every session was rebuilt (salvage's own created and ended times): not complete.
+    assert not report.complete and report.damaged[0].offset == 0
 
 
 def test_salvage_of_nothing_memseg_is_refused(tmp_path: Path) -> None:

@@ -231,14 +231,24 @@ def locate_commit(
     return Located(None, size - FILE_HEADER.size, tuple(damaged), tuple(unverified))
 
 
+def _other_record_at(read: Reader, offset: int, tag: int) -> bool:
+    """Whether an intact record header of a kind other than TRAILER starts at ``offset``."""
+    head = read(offset, RECORD_HEADER.size)
+    return (len(head) == RECORD_HEADER.size and int.from_bytes(head[:8], "little") == tag
+            and head[8] != Kind.TRAILER
+            and crc32c(head[:RECORD_HEADER_CRC_SPAN]) == int.from_bytes(head[-4:], "little"))
+
+
 def tail_holds_a_damaged_commit(read: Reader, start: int, end: int, tag: int) -> bool:
     """Whether [start, end) holds a commit whose TOC is intact and whose trailer is there
     but fails its checks: an acknowledged commit whose trailer was damaged later (or,
     rarely, a crash that tore the trailer's own write). A writer keeps such a tail rather
     than cut it. The trailer is "there" when all its 72 bytes are, whatever they hold (a
-    flipped bit in its tag or kind byte must not make it look torn). Fewer bytes are a
-    trailer whose write was cut: that commit was never acknowledged (its fsync comes
-    after), and the tail is an ordinary torn one."""
+    flipped bit in its tag or kind byte must not make it look torn), unless they begin
+    with the intact header of another kind of record: during a large commit's first
+    fsync other threads append blocks behind its TOC, and its trailer comes after them.
+    Fewer bytes are a trailer whose write was cut: that commit was never acknowledged (its
+    fsync comes after), and the tail is an ordinary torn one."""
     pos = start
     while pos + RECORD_HEADER.size <= end:
         chunk = read(pos, min(_SCAN_CHUNK, end - pos))
@@ -252,7 +262,7 @@ def tail_holds_a_damaged_commit(read: Reader, start: int, end: int, tag: int) ->
                 continue
             stored_len = int.from_bytes(head[12:16], "little")
             after = pos + at + record_size(stored_len)
-            if after + TRAILER_RECORD_SIZE <= end:
+            if after + TRAILER_RECORD_SIZE <= end and not _other_record_at(read, after, tag):
                 return True
         pos += max(8, len(chunk) - RECORD_HEADER.size) & ~7
     return False

@@ -200,3 +200,20 @@ def test_compaction_refuses_to_drop_a_commit_kept_for_salvage(store_path: Path) 
     memseg.compact(salvaged)
     with memseg.open(salvaged) as store:
         assert [a.value() for a in store.session("last").actions] == ["acknowledged"]
+
+
+def test_a_toc_followed_by_another_threads_block_is_a_torn_commit(store_path: Path) -> None:
+    """During a large commit's first fsync other threads append blocks behind its TOC; a
+    writer killed then leaves a TOC followed by an intact BLOCK and no trailer. That tail
+    was kept for salvage as if the trailer were damaged, and then blocked compaction."""
+    _one_session(store_path)
+    good = store_path.stat().st_size
+    with memseg.open(store_path, "a") as store, store.start_session(name="unacknowledged") as rec:
+        rec.record("k", "never acknowledged", ts_ns=2)
+    data = store_path.read_bytes()
+    [*_, block_at] = _record_offsets(data, Kind.BLOCK)
+    block = parse_header(data, block_at, len(data), int.from_bytes(data[16:24], "little"))
+    store_path.write_bytes(data[:-TRAILER_RECORD_SIZE] + data[block_at : block.end])
+    with memseg.open(store_path, "a") as store:
+        assert store.kept_from is None and store_path.stat().st_size == good
+    assert memseg.verify(store_path).ok

@@ -186,7 +186,9 @@ def cmd_sweep(args: argparse.Namespace, out: Out) -> int:
     if args.days < 0:
         raise UsageError("--days must be >= 0")
     archive_file = args.archive_to or args.file
-    with memseg.open(args.file, "a") as store, about(archive_file, *_DEST_ERRORS):
+    # A dry run reads only: no writer lock, no torn tail cut (SPEC: it changes nothing).
+    mode = "r" if args.dry_run else "a"
+    with memseg.open(args.file, mode) as store, about(archive_file, *_DEST_ERRORS):
         r = store.sweep(args.days, archive_to=args.archive_to,
                         max_archive_bytes=args.max_archive_bytes, dry_run=args.dry_run)
     head = "would archive" if r.dry_run else "archived"

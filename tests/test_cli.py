@@ -601,3 +601,20 @@ def test_readme_python_examples_run_twice(tmp_path: Path, monkeypatch: pytest.Mo
         for block in run_blocks:
             exec(compile(block, "README.md", "exec"), namespace)
     assert "KeyError" in readme and "asking for the id" in readme
+
+
+def test_sweep_dry_run_neither_locks_nor_cuts_a_torn_tail(capsys: pytest.CaptureFixture[str],
+                                                          sample: Sample, tmp_path: Path) -> None:
+    """The dry run opened the file for writing: it cut a torn tail, and failed while
+    another process held the writer's lock."""
+    path = tmp_path / "work.mseg"
+    shutil.copyfile(sample[0], path)
+    with open(path, "ab") as f:
+        f.write(b"torn tail of a writer that died")
+    before = path.read_bytes()
+    code, data = run_json(capsys, "sweep", path, "--days", 0, "--dry-run")
+    assert code == 0 and data["dry_run"] is True and data["archived"]
+    assert path.read_bytes() == before
+    with memseg.open(path, "a"):  # a writer holds the lock
+        code, data = run_json(capsys, "sweep", path, "--days", 0, "--dry-run")
+        assert code == 0 and data["archived"]

@@ -110,13 +110,19 @@ def compact(path: PathLike, *, progress: Progress | None = None, fs: FileSystem 
         return compact_store(store, progress)
 
 
-def compact_store(store: Store, progress: Progress | None = None) -> CompactReport:
-    """Compact a store open for writing; it goes on writing to the new file, lock held."""
+def refuse_kept_commit(store: Store) -> None:
+    """CorruptError kept_commit if the store kept a possibly acknowledged commit for
+    salvage when it opened the file: compacting would drop it."""
     if store.kept_from is not None:
         raise CorruptError(
             "kept_commit", "this file holds an unverified or damaged commit, kept for "
             "salvage when it was opened; compacting would drop it: salvage the file "
             "(memseg salvage) and use the salvaged file", offset=store.kept_from)
+
+
+def compact_store(store: Store, progress: Progress | None = None) -> CompactReport:
+    """Compact a store open for writing; it goes on writing to the new file, lock held."""
+    refuse_kept_commit(store)
     started = time.perf_counter()
     _settle(store)
     try:

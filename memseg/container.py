@@ -231,6 +231,16 @@ def locate_commit(
     return Located(None, size - FILE_HEADER.size, tuple(damaged), tuple(unverified))
 
 
+def kept_tail_start(read: Reader, located: Located, size: int, tag: int) -> int | None:
+    """Where the bytes a writer opening this file keeps for salvage begin (section 11):
+    after an unverified commit, or a TOC whose trailer is damaged; None if it keeps none."""
+    committed = located.commit.end if located.commit else FILE_HEADER.size
+    if located.unverified or (
+            committed < size and tail_holds_a_damaged_commit(read, committed, size, tag)):
+        return committed
+    return None
+
+
 def _other_record_at(read: Reader, offset: int, tag: int) -> bool:
     """Whether an intact record header of a kind other than TRAILER starts at ``offset``."""
     head = read(offset, RECORD_HEADER.size)

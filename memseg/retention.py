@@ -18,8 +18,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from memseg.compactor import compact_store
-from memseg.errors import StateError
+from memseg.compactor import compact_store, refuse_kept_commit
+from memseg.container import kept_tail_start
+from memseg.errors import CorruptError, StateError
 from memseg.format import FILE_HEADER, MAGIC, TOC_HEADER, TRAILER_RECORD_SIZE, State, record_size
 from memseg.toc import TocEntry, encode_toc
 from memseg.transfer import CountingSink, copy_session, plan_session
@@ -252,6 +253,19 @@ def _archive_size(store: Store, path: str) -> tuple[int, Store | None]:
     return (commit.end if commit else FILE_HEADER.size), reader
 
 
+def _refuse_as_a_writer_would(reader: Store) -> None:
+    """The dry run's kept_commit: a writer opening the archive file would keep bytes for
+    salvage there, and the real run's compaction would then refuse."""
+    fh = reader._fs.open(reader.path, write=False, create=False)
+    try:
+        kept = kept_tail_start(fh.read, reader.located, fh.size(), reader._current().header.tag)
+    finally:
+        fh.close()
+    if kept is not None:
+        raise CorruptError("kept_commit", "the archive file holds an unverified or damaged "
+                           "commit; compacting it would drop it: salvage it first", offset=kept)
+
+
 def _live_sizes(view: View) -> list[tuple[TocEntry, int]]:
     return [(e, _copy_size(view, e, merge=True)) for e in view.entries.values()
             if e.state != State.ARCHIVED]
@@ -272,6 +286,8 @@ def _plan_archive(store: Store, view: View, due: Sequence[TocEntry], dest: str,
             return exported, (), before, None
         if not todo and before <= cap:
             return exported, (), before, before
+        if reader is not None:
+            _refuse_as_a_writer_would(reader)
         sized = _live_sizes(dview) if dview else []
         sized += [(dataclasses.replace(e, state=_exported_state(e.state)),
                    _copy_size(view, e, merge=True)) for e in todo]
@@ -293,6 +309,8 @@ def _run_archive(store: Store, view: View, due: Sequence[TocEntry], dest: str,
     if not due and (cap is None or before <= cap):
         return (), (), before, None if cap is None else before
     with Store(dest, "a", sync=store.sync, fs=store._fs, lock_timeout=lock_timeout) as d:
+        if cap is not None:
+            refuse_kept_commit(d)  # the compaction below would refuse after the export
         exported = tuple(_item(e, size) for e, size in _export_into(d, view, due))
         if cap is None:
             return exported, (), before, None

@@ -20,8 +20,8 @@ from memseg.container import (
     Located,
     encode_file_header,
     encode_trailer_payload,
+    kept_tail_start,
     parse_file_header,
-    tail_holds_a_damaged_commit,
 )
 from memseg.errors import (
     ClosedError,
@@ -197,9 +197,8 @@ class Store:
                     expected=f"< {COMMIT_SEQ_LIMIT - 1}", actual=located.commit.seq)
             committed = located.commit.end if located.commit else FILE_HEADER.size
             region_crc = 0
-            kept_from: int | None = None
-            if located.unverified or (
-                    committed < size and tail_holds_a_damaged_commit(fh.read, committed, size, header.tag)):
+            kept_from = kept_tail_start(fh.read, located, size, header.tag)
+            if kept_from is not None:
                 # An intact trailer whose commit failed its region CRC, or an intact
                 # TOC followed by a trailer that fails its checks: a crash mid-commit,
                 # or damage to an acknowledged commit; which, nobody can tell. Keep
@@ -209,7 +208,6 @@ class Store:
                 if pad:
                     fh.write(size, pad)
                 region_crc = crc32c(fh.read(committed, size - committed) + pad)
-                kept_from = committed
                 committed = size + len(pad)
             elif committed < size:
                 fh.truncate(committed)  # the torn tail of a writer that died

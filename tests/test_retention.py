@@ -244,3 +244,32 @@ def test_sweep_arguments_are_checked(store_path: Path) -> None:
             store.sweep(1, max_archive_bytes=100)
         with pytest.raises(ValueError):
             store.sweep(1, archive_to=store_path)
+
+
+def test_a_capped_sweep_into_an_archive_holding_a_kept_commit_refuses_before_exporting(
+        tmp_path: Path) -> None:
+    """The archive's newest commit is unverified: its compaction must refuse (kept_commit).
+    The real sweep exported first and then refused; the dry run predicted success."""
+    src, dest = tmp_path / "src.mseg", tmp_path / "archive.mseg"
+    with memseg.open(dest, "a") as store:
+        store.start_session(name="a").end()
+        size = dest.stat().st_size
+        rec = store.start_session(name="b")
+        rec.record("k", "x" * 50)
+        rec.end()
+    data = bytearray(dest.read_bytes())
+    data[size + 40] ^= 1  # inside the newest commit's region: it is now unverified
+    dest.write_bytes(bytes(data))
+    with memseg.open(src, "a") as store:
+        for name in ("s0", "s1"):
+            store.start_session(name=name).end()
+    later = time.time_ns() + 2 * DAY_NS
+    with memseg.open(src, "a") as store:
+        for dry_run in (True, False):
+            with pytest.raises(memseg.CorruptError, match="kept_commit"):
+                store.sweep(1, archive_to=dest, max_archive_bytes=1 << 20, dry_run=dry_run,
+                            now_ns=later)
+        assert [i.state for i in store.sessions()] == ["ended", "ended"]
+    with memseg.open(dest) as archive:
+        assert [i.name for i in archive.sessions()] == ["a"]  # nothing exported into it
+        assert archive.located.unverified

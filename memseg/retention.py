@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from memseg.compactor import compact_store, refuse_kept_commit
 from memseg.container import kept_tail_start
-from memseg.errors import CorruptError, StateError
+from memseg.errors import CorruptError, MemsegError, StateError
 from memseg.format import FILE_HEADER, MAGIC, TOC_HEADER, TRAILER_RECORD_SIZE, State, record_size
 from memseg.toc import TocEntry, encode_toc
 from memseg.transfer import CountingSink, copy_session, plan_session
@@ -171,8 +171,9 @@ def _export_into(dest: Store, view: View, entries: Sequence[TocEntry]) -> list[t
         dest._check_writable()
         todo = _to_export(dest._toc.entries, entries, dest.path)
         sink = _StoreSink(dest)
-        copies = [(e, copy_session(view, plan_session(view, e, merge=False), sink, dest._tag,
-                                   state=_exported_state(e.state))) for e in todo]
+        with dest._appends_undone_on(MemsegError):  # a damaged source leaves dest as it was
+            copies = [(e, copy_session(view, plan_session(view, e, merge=False), sink, dest._tag,
+                                       state=_exported_state(e.state))) for e in todo]
     if copies:
         dest._commit_entries(lambda _: [c.entry for _, c in copies])
     return [(e, c.bytes) for e, c in copies]
@@ -193,8 +194,14 @@ def export(store: Store, keys: SessionKeys, dest_path: PathLike, *, lock_timeout
     entries = _resolve(view.entries, keys)
     dest = os.fspath(dest_path)
     _check_distinct(store, dest)
+    created = not store._fs.exists(dest)
     with Store(dest, "a", sync=store.sync, fs=store._fs, lock_timeout=lock_timeout) as d:
-        return len(_export_into(d, view, entries))
+        try:
+            return len(_export_into(d, view, entries))
+        except MemsegError:
+            if created:  # still locked: no other writer has seen it
+                store._fs.remove(dest)
+            raise
 
 
 # --- the sweep ------------------------------------------------------------

@@ -7,7 +7,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -331,6 +331,24 @@ class Store:
         bytes would fault it. The next writer's open sorts the tail out."""
         self._failed = WriteFailedError("write_failed", f"{exc.strerror or exc}")
         return self._failed
+
+    @contextlib.contextmanager
+    def _appends_undone_on(self, *errors: type[BaseException]) -> Iterator[None]:
+        """Cut what the block appends, if it raises one of ``errors``; the caller holds the
+        mutex and stages nothing meanwhile. Those bytes follow the last commit, so no reader
+        maps them; cutting them leaves the file as it was."""
+        end, region_crc = self._end, self._region_crc
+        try:
+            yield
+        except errors:
+            assert self._fh is not None
+            if self._end != end and self._failed is None:
+                try:
+                    self._fh.truncate(end)
+                except OSError as exc:
+                    raise self._fail(exc) from exc
+                self._end, self._region_crc = end, region_crc
+            raise
 
     def _append(self, record: bytes | memoryview) -> int:
         """Append one framed record; caller holds the mutex."""

@@ -273,3 +273,25 @@ def test_a_capped_sweep_into_an_archive_holding_a_kept_commit_refuses_before_exp
     with memseg.open(dest) as archive:
         assert [i.name for i in archive.sessions()] == ["a"]  # nothing exported into it
         assert archive.located.unverified
+
+
+def test_an_export_that_meets_damage_leaves_the_destination_as_it_was(tmp_path: Path) -> None:
+    """A damaged source session made the export fail after it had appended the copies
+    before it to the destination (uncommitted, but there), and created a missing one."""
+    src, dest, new = tmp_path / "src.mseg", tmp_path / "dest.mseg", tmp_path / "new.mseg"
+    with memseg.open(src, "a") as store:
+        for name in ("s0", "s1", "s2"):
+            record_session(store, name, actions=20)
+    with memseg.open(dest, "a") as store:
+        store.start_session(name="other").end()
+    with memseg.open(src) as store:
+        last_block = int(store.session("s2").actions.refs["offset"][-1])
+    data = bytearray(src.read_bytes())
+    data[last_block + 32 + 100] ^= 0xFF
+    src.write_bytes(bytes(data))
+    before = dest.read_bytes()
+    with memseg.open(src) as store:
+        for target in (dest, new):
+            with pytest.raises(memseg.CorruptError):
+                store.export(["s0", "s1", "s2"], target)
+    assert dest.read_bytes() == before and not new.exists()

@@ -90,6 +90,17 @@ def _close_buffer(buf: Buffer) -> None:
             close()
 
 
+def _still_mapped(buffers: list[Buffer]) -> list[Buffer]:
+    """Close the maps nobody holds anything on any more (each keeps a file descriptor);
+    return the others, which the garbage collector closes once their arrays are gone."""
+    kept = []
+    for buf in buffers:
+        _close_buffer(buf)
+        if getattr(buf, "closed", True) is False:
+            kept.append(buf)
+    return kept
+
+
 def read_view(fs: FileSystem, path: str) -> tuple[View, Located, Buffer]:
     """Map ``path`` read-only and locate its newest intact commit."""
     fh = fs.open(path, write=False, create=False)
@@ -264,10 +275,11 @@ class Store:
             if cached is None or cached.limit != self._end:
                 assert self._fh is not None
                 buf = self._fh.map(self._end)
-                self._buffers.append(buf)
                 cached = View(memoryview(buf)[: self._end], self._header, self._commit,
                               dict(self._toc.entries), self._end)
                 self._view_cache = cached
+                # Every read after an append maps the file anew: let go of older maps.
+                self._buffers = [*_still_mapped(self._buffers), buf]
             return cached
 
     def sessions(self) -> list[SessionInfo]:
@@ -294,7 +306,7 @@ class Store:
         self._check_open()
         if self.mode == "r":
             self._view, self._located, buf = read_view(self._fs, self.path)
-            self._buffers.append(buf)
+            self._buffers = [*_still_mapped(self._buffers), buf]
 
     @property
     def file_id(self) -> uuid.UUID:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -262,3 +263,30 @@ def test_an_end_that_fails_to_commit_leaves_the_recorder_live(store_path: Path) 
         session = reader.session("s")
         assert session.info.state == "ended"
         assert [a.value() for a in session.actions] == [1, 2]
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_refreshing_and_reading_while_writing_do_not_keep_a_map_each(store_path: Path) -> None:
+    """Each refresh() of a reader, and each read by a writer after an append, mapped the
+    file anew and kept every old map (and its file descriptor) until close()."""
+    writer = memseg.open(store_path, "a", sync="none")
+    rec = writer.start_session(name="s")
+    reader = memseg.open(store_path)
+    held = None
+    baseline = _open_fds()
+    for i in range(300):
+        rec.record("k", i, ts_ns=i)
+        rec.flush()
+        assert len(writer.session(rec.id).actions) == i + 1
+        reader.refresh()
+        if i == 10:
+            held = reader.session("s").actions.ts_ns  # an array on one map: that map stays
+    assert _open_fds() <= baseline + 3
+    assert held is not None and held.tolist() == list(range(11))
+    rec.end()
+    writer.close()
+    reader.close()

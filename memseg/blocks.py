@@ -156,11 +156,13 @@ class BlockView:
             return []
         blob = self.blob()
         n = self.count
-        # Whole columns become Python lists and slices in C-level loops: per
-        # action numpy indexing and interpreted loops cost more than the rest.
-        ends = self._ends.tolist()
-        pstarts = [0, *ends[: n - 1]][lo:hi]
-        payloads = [blob[s:e] for s, e in zip(pstarts, ends[lo:hi], strict=True)]
+        # Only the rows asked for become Python lists (reading one action must not
+        # convert its whole block), then slices are cut in C-level loops: per action
+        # numpy indexing and interpreted loops cost more than the rest.
+        ends = self._ends
+        pends = ends[lo:hi].tolist()
+        pstarts = [int(ends[lo - 1]) if lo else 0, *pends[:-1]]
+        payloads = [blob[s:e] for s, e in zip(pstarts, pends, strict=True)]
         flags = self.flags[lo:hi]
         ptypes = (flags & VALUE_MASK).tolist()
         rtypes_arr = (flags >> RESULT_SHIFT) & VALUE_MASK
@@ -169,8 +171,10 @@ class BlockView:
             results: list[bytes | None] = [None] * (hi - lo)
         else:
             none = int(ValueType.NONE)
+            rends = ends[n + lo : n + hi].tolist()
+            rstarts = [int(ends[n + lo - 1]), *rends[:-1]]
             results = [None if r == none else blob[s:e] for r, s, e in
-                       zip(rtypes, ends[n + lo - 1 : n + hi - 1], ends[n + lo : n + hi], strict=True)]
+                       zip(rtypes, rstarts, rends, strict=True)]
         names = [kinds[c] for c in self.kinds[lo:hi].tolist()]
         seqs = range(self.first_seq + lo, self.first_seq + hi)
         return list(map(Action, seqs, self.ts[lo:hi].tolist(), names, payloads, results,

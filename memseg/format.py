@@ -162,6 +162,8 @@ MAX_STATUS = 1024
 MAX_KIND = 255
 MAX_KINDS = 65535
 MAX_VALUE = 64 * 1024 * 1024
+# Bytes of a session's metadata as stored (JSON): it is in every TOC entry of the session.
+MAX_META = 1024 * 1024
 
 # Temporary file a compaction writes beside the store (SPEC.md "Compaction").
 COMPACT_SUFFIX = ".compact-tmp"

@@ -136,13 +136,15 @@ class Recorder:
         actions this way, so no value goes through a decode and encode."""
         if self._closed:
             raise ClosedError("closed", "recorder has ended")
-        code = self._live.kinds.get(kind)
-        if code is None:
-            code = self._kind_code(kind)
         size = len(pdata) + len(rdata)
         if size > MAX_VALUE:
             raise ValueError(f"payload and result exceed {MAX_VALUE} bytes")
-        self._ts.append(time.time_ns() if ts_ns is None else checked_ts(ts_ns))
+        ts = time.time_ns() if ts_ns is None else checked_ts(ts_ns)
+        # Last: a call refused above must not add its kind to the session's dictionary.
+        code = self._live.kinds.get(kind)
+        if code is None:
+            code = self._kind_code(kind)
+        self._ts.append(ts)
         self._codes.append(code)
         self._flags.append(ptype | rtype << RESULT_SHIFT)
         self._payloads.append(pdata)
@@ -194,8 +196,9 @@ class Recorder:
         data = encode_block(self._live.session_id, self._first_seq, self._live.last_block_offset,
                             self._ts, self._codes,
                             self._flags, self._payloads, self._results, self._checkpoints)
-        last_ts = max(self._ts[-1] if self._ts else 0,
-                      self._checkpoints[-1].ts_ns if self._checkpoints else 0)
+        # The newest time, not the last recorded: callers may pass timestamps out of order.
+        last_ts = max(max(self._ts, default=0),
+                      max((c.ts_ns for c in self._checkpoints), default=0))
         # Kinds are counted per block, not per action: a snapshot staged meanwhile (by
         # a compaction, say) must count only the actions its blocks hold.
         tally = Counter(self._codes)

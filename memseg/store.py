@@ -38,6 +38,7 @@ from memseg.format import (
     CREATE_SUFFIX,
     FILE_HEADER,
     MAGIC,
+    MAX_META,
     MAX_NAME,
     MAX_STATUS,
     RECENT_BLOCKS_MAX,
@@ -383,6 +384,9 @@ class Store:
             raise TypeError("meta must be a dict (a JSON object)")
         sid = uuid.UUID(str(session_id)) if session_id is not None else uuid.uuid4()
         meta_bytes = json_bytes(meta or {})
+        if len(meta_bytes) > MAX_META:
+            # Refused now: a TOC too large to write would fail every later commit.
+            raise ValueError(f"meta is {len(meta_bytes)} bytes as JSON; at most {MAX_META}")
         created = time.time_ns()
         with self._mutex:
             self._check_writable()
@@ -524,23 +528,26 @@ class Store:
             prev = self._commit.trailer_offset if self._commit else 0
             with self._mutex:
                 self._check_writable()
+            appended: list[bool] = []
             try:
-                self._write_commit(seq, prev)
+                self._write_commit(seq, prev, appended)
             except BaseException as exc:
-                if not isinstance(exc, MemsegError):
+                if appended and not isinstance(exc, MemsegError):
                     # Interrupted mid-commit (KeyboardInterrupt, a signal handler that
                     # raised): whether the commit reached the disk, and which staged
                     # changes it holds, nobody knows here. As after a failed fsync,
-                    # refuse further writes; reopening finds what the file holds.
+                    # refuse further writes; reopening finds what the file holds. (A TOC
+                    # too large to encode fails before: nothing written, store usable.)
                     with self._mutex:
                         if self._failed is None:
                             self._failed = WriteFailedError(
                                 "write_failed", f"a commit was interrupted ({type(exc).__name__})")
                 raise
 
-    def _write_commit(self, seq: int, prev: int) -> None:
+    def _write_commit(self, seq: int, prev: int, appended: list[bool]) -> None:
         """Append the TOC and trailer of the next commit and sync; the caller holds the
-        commit lock and has checked that the store can write."""
+        commit lock and has checked that the store can write. ``appended`` gets an item
+        once the commit's first byte is written: an error before that changed nothing."""
         assert self._fh is not None
         with self._mutex:
             covered = self._ticket
@@ -551,6 +558,7 @@ class Store:
             # A small commit is written whole and synced once; the trailer's
             # region CRC lets a reader reject it if the disk kept only part.
             single = self._end + len(toc) - region_start <= SINGLE_SYNC_MAX_REGION
+            appended.append(True)
             toc_offset = self._append(toc)
             self._dirty.clear()
             kept = {r.offset: ids_ for r, ids_ in self._toc.runs}

@@ -7,6 +7,7 @@ valid after the store is refreshed or closed.
 
 from __future__ import annotations
 
+import operator
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
@@ -295,7 +296,7 @@ class Actions:
             if step == 1:
                 return self._range(start, stop)
             return [self[i] for i in range(start, stop, step)]
-        index = int(key)
+        index = operator.index(key)  # as a list: TypeError for 1.0 or "1"
         if index < 0:
             index += n
         if not 0 <= index < n:

@@ -7,12 +7,13 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 import memseg
-from memseg.format import BLOCK_MAX_ACTIONS, FILE_HEADER
+from memseg.format import BLOCK_MAX_ACTIONS, FILE_HEADER, MAX_META, MAX_VALUE
 
 
 def _words(i: int) -> dict[str, object]:
@@ -290,3 +291,41 @@ def test_refreshing_and_reading_while_writing_do_not_keep_a_map_each(store_path:
     rec.end()
     writer.close()
     reader.close()
+
+
+def test_a_refused_record_adds_no_kind(store_path: Path) -> None:
+    with memseg.open(store_path, "a") as store:
+        rec = store.start_session(name="s")
+        with pytest.raises(ValueError):
+            rec.record("too_big", b"x" * (MAX_VALUE + 1))
+        with pytest.raises(ValueError):
+            rec.record("bad_ts", "v", ts_ns=2**63)
+        rec.record("real", "v", ts_ns=1)
+        rec.end()
+    with memseg.open(store_path) as store:
+        assert store.session("s").actions.kinds == ("real",)
+
+
+def test_last_activity_is_the_newest_time_not_the_last_recorded(store_path: Path) -> None:
+    """Timestamps given out of order: last_activity_ns took the last one recorded, so a
+    sweep could take a recent session for an old one."""
+    hour = 3600 * 10**9
+    later = time.time_ns() + 10 * hour  # after the session's start, which counts too
+    with memseg.open(store_path, "a") as store:
+        rec = store.start_session(name="s")
+        rec.record("k", 1, ts_ns=later)
+        rec.record("k", 2, ts_ns=later - 5 * hour)
+        rec.checkpoint({"c": 1}, ts_ns=later - 3 * hour)
+        rec.flush()
+        assert store.session("s").info.last_activity_ns == later
+        rec.end()
+
+
+def test_metadata_over_its_limit_is_refused_when_the_session_starts(store_path: Path) -> None:
+    with memseg.open(store_path, "a") as store:
+        with pytest.raises(ValueError, match="meta"):
+            store.start_session(name="big", meta={"blob": "b" * MAX_META})
+        with store.start_session(name="fine", meta={"blob": "b" * 1000}) as rec:
+            rec.record("k", 1)
+    with memseg.open(store_path) as store:
+        assert [i.name for i in store.sessions()] == ["fine"]

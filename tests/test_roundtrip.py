@@ -133,6 +133,10 @@ def test_many_blocks_slices_and_columns(store_path: Path) -> None:
         assert actions.kind_counts() == {f"k{j}": len(range(j, n, 7)) for j in range(7)}
         with pytest.raises(IndexError):
             actions[n]
+        for key in (1.0, "1"):  # as a list refuses them
+            with pytest.raises(TypeError):
+                actions[key]  # type: ignore[call-overload]
+        assert [a.seq for a in actions[n - 1 : n - 20 : -7]] == list(range(n))[n - 1 : n - 20 : -7]
 
 
 def test_session_lookup_by_uuid_string_and_name(store_path: Path) -> None:

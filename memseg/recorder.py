@@ -221,20 +221,12 @@ class Recorder:
         if self._closed:
             raise ClosedError("closed", "recorder has ended")
         self._cut_block()
-        ticket: int | None = None
-        try:
-            ticket = self._store._stage_snapshot(self._live, status, end=True)
-            self._store._commit_through(ticket)
-        except BaseException:
-            if ticket is not None and self._store._is_durable(ticket):
-                self._closed = True  # the end committed; what failed came after it
-            else:
-                # Staging the end unregistered the recorder; the end did not commit, so
-                # it is live again (compaction must still move it, close() flush it).
-                self._store._readopt(self)
-            raise
+        ticket = self._store._stage_snapshot(self._live, status, end=True)
+        # Once staged, the end belongs to the store: the next commit writes it, whoever
+        # makes it, even if this one fails. The recorder is done either way; were it
+        # live again, a later flush would turn the ended session back into an active one.
         self._closed = True
-        self._store._forget(self)
+        self._store._commit_through(ticket)
 
     def _close_for_store(self) -> None:
         """The store is closing: stage buffered actions (the store commits them all at

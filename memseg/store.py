@@ -505,15 +505,6 @@ class Store:
     def _flush_session(self, live: LiveSession, status: str | None, *, end: bool) -> None:
         self._commit_through(self._stage_snapshot(live, status, end=end))
 
-    def _forget(self, rec: Recorder) -> None:
-        with self._mutex:
-            self._recorders.pop(rec.id, None)
-
-    def _readopt(self, rec: Recorder) -> None:
-        """Register ``rec`` again after its end failed to commit."""
-        with self._mutex:
-            self._recorders.setdefault(rec.id, rec)
-
     def _commit_through(self, ticket: int) -> None:
         """Commit everything staged up to ``ticket``; concurrent callers share one commit."""
         with self._commit_lock:
@@ -607,11 +598,6 @@ class Store:
             with self._mutex:
                 if self._durable_ticket >= self._ticket:
                     return self._current()
-
-    def _is_durable(self, ticket: int) -> bool:
-        """Whether what was staged up to ``ticket`` has been committed."""
-        with self._mutex:
-            return self._durable_ticket >= ticket
 
     # --- retention and compaction (memseg/retention.py, memseg/compactor.py) ---
 

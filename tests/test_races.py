@@ -36,8 +36,9 @@ def _committed(path: Path, name: str) -> list[object]:
 
 def test_an_end_interrupted_after_its_sync_leaves_the_store_refusing_writes(
         store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The end's commit reached the disk, then an interrupt arrived: the recorder was
-    registered again as if the end had failed, and could flip the ENDED session back."""
+    """The end's commit reached the disk, then an interrupt arrived: the store's state no
+    longer matched the file, and the recorder was registered again as if the end had
+    failed (a later flush could turn the ENDED session back)."""
     store = memseg.open(store_path, "a")
     rec = store.start_session(name="s")
     rec.record("k", 1, ts_ns=1)
@@ -52,9 +53,9 @@ def test_an_end_interrupted_after_its_sync_leaves_the_store_refusing_writes(
     with pytest.raises(KeyboardInterrupt):
         rec.end("done")
     monkeypatch.setattr(store._fh, "sync", real_sync)
+    assert rec.closed
     with pytest.raises(memseg.WriteFailedError, match="interrupted"):
-        rec.record("k", 2)
-        rec.flush()
+        store.start_session(name="after")
     store.close()
     with memseg.open(store_path) as reader:
         info = reader.session("s").info

@@ -243,7 +243,11 @@ def test_unflushed_checkpoints_are_bounded_in_count_too(store_path: Path) -> Non
         assert len(session.checkpoints) == BLOCK_MAX_ACTIONS + extra
 
 
-def test_an_end_that_fails_to_commit_leaves_the_recorder_live(store_path: Path) -> None:
+def test_an_end_that_fails_to_commit_stays_staged_and_the_next_commit_writes_it(
+        store_path: Path) -> None:
+    """The recorder used to be registered again when its end's commit failed, while the
+    end stayed staged: the next commit wrote ENDED, then the recorder's next flush turned
+    the session back into ACTIVE (and archive + compact met it with KeyError)."""
     with memseg.open(store_path, "a", sync="none") as store:
         rec = store.start_session(name="s")
         rec.record("k", 1, ts_ns=1)
@@ -255,15 +259,14 @@ def test_an_end_that_fails_to_commit_leaves_the_recorder_live(store_path: Path) 
 
         store._commit_through = fail_once  # type: ignore[method-assign]
         with pytest.raises(memseg.CorruptError):
-            rec.end()
-        assert not rec.closed
-        store.compact()  # moves the recorder, which is live again, to the new file
-        rec.record("k", 2, ts_ns=2)
-        rec.end()
-    with memseg.open(store_path) as reader:
-        session = reader.session("s")
-        assert session.info.state == "ended"
-        assert [a.value() for a in session.actions] == [1, 2]
+            rec.end("done")
+        assert rec.closed
+        with pytest.raises(memseg.ClosedError):
+            rec.record("k", 2)
+        store.commit_staged()
+        store.archive("s")
+        store.compact()
+        assert store.sessions() == []
 
 
 def _open_fds() -> int:

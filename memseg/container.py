@@ -241,24 +241,31 @@ def kept_tail_start(read: Reader, located: Located, size: int, tag: int) -> int 
     return None
 
 
-def _other_record_at(read: Reader, offset: int, tag: int) -> bool:
-    """Whether an intact record header of a kind other than TRAILER starts at ``offset``."""
-    head = read(offset, RECORD_HEADER.size)
-    return (len(head) == RECORD_HEADER.size and int.from_bytes(head[:8], "little") == tag
-            and head[8] != Kind.TRAILER
-            and crc32c(head[:RECORD_HEADER_CRC_SPAN]) == int.from_bytes(head[-4:], "little"))
+def _written_trailer_at(read: Reader, offset: int, toc_offset: int, tag: int) -> bool:
+    """Whether the 72 bytes at ``offset`` are a trailer that was written for the TOC at
+    ``toc_offset``, damaged or not. A flipped bit spoils at most one of three witnesses:
+    the header (its CRC, and kind TRAILER), the payload (the CRC the header gives), and the
+    payload's first field (the TOC's offset). Zeros, garbage or another record spoil all."""
+    slot = read(offset, TRAILER_RECORD_SIZE)
+    if len(slot) < TRAILER_RECORD_SIZE:
+        return False
+    head, payload = slot[: RECORD_HEADER.size], slot[RECORD_HEADER.size :]
+    f_tag, kind, _, _, _, _, payload_crc, _, head_crc = RECORD_HEADER.unpack(head)
+    header_ok = f_tag == tag and kind == Kind.TRAILER and \
+        crc32c(head[:RECORD_HEADER_CRC_SPAN]) == head_crc
+    return (header_ok or crc32c(payload) == payload_crc
+            or int.from_bytes(payload[:8], "little") == toc_offset)
 
 
 def tail_holds_a_damaged_commit(read: Reader, start: int, end: int, tag: int) -> bool:
     """Whether [start, end) holds a commit whose TOC is intact and whose trailer is there
     but fails its checks: an acknowledged commit whose trailer was damaged later (or,
-    rarely, a crash that tore the trailer's own write). A writer keeps such a tail rather
-    than cut it. The trailer is "there" when all its 72 bytes are, whatever they hold (a
-    flipped bit in its tag or kind byte must not make it look torn), unless they begin
-    with the intact header of another kind of record: during a large commit's first
-    fsync other threads append blocks behind its TOC, and its trailer comes after them.
-    Fewer bytes are a trailer whose write was cut: that commit was never acknowledged (its
-    fsync comes after), and the tail is an ordinary torn one."""
+    rarely, a crash that garbled part of the trailer's own write). A writer keeps such a
+    tail rather than cut it. The trailer is "there" when its 72 bytes directly follow the
+    TOC and still show it was written (``_written_trailer_at``); zeros, garbage, another
+    record (during a large commit's first fsync other threads append blocks behind its
+    TOC) or fewer bytes are a commit that never got its trailer: never acknowledged, since
+    its fsync comes after, and the tail is an ordinary torn one."""
     pos = start
     while pos + RECORD_HEADER.size <= end:
         chunk = read(pos, min(_SCAN_CHUNK, end - pos))
@@ -272,7 +279,7 @@ def tail_holds_a_damaged_commit(read: Reader, start: int, end: int, tag: int) ->
                 continue
             stored_len = int.from_bytes(head[12:16], "little")
             after = pos + at + record_size(stored_len)
-            if after + TRAILER_RECORD_SIZE <= end and not _other_record_at(read, after, tag):
+            if after + TRAILER_RECORD_SIZE <= end and _written_trailer_at(read, after, pos + at, tag):
                 return True
         pos += max(8, len(chunk) - RECORD_HEADER.size) & ~7
     return False

@@ -119,9 +119,9 @@ def test_damage_in_the_last_commit_shows_the_one_before_and_is_kept(store_path: 
         assert [i.name for i in reader.sessions()] == ["s", "after"]
 
 
-# Bytes of the trailer record: its tag (0, 7), its kind byte (8), its header CRC (28) and
-# its payload (32, 71). A flip in any of them must not make the trailer look torn.
-@pytest.mark.parametrize("at", [0, 7, 8, 28, RECORD_HEADER.size, TRAILER_RECORD_SIZE - 1])
+# Bytes of the trailer record: its tag (0, 7), its kind byte (8), its payload CRC (20), its
+# header CRC (28) and its payload (32, 71). A flip in any must not make the trailer look torn.
+@pytest.mark.parametrize("at", [0, 7, 8, 20, 28, RECORD_HEADER.size, TRAILER_RECORD_SIZE - 1])
 def test_a_damaged_newest_trailer_is_kept_not_cut_by_the_next_writer(store_path: Path,
                                                                      at: int) -> None:
     _one_session(store_path)
@@ -216,4 +216,21 @@ def test_a_toc_followed_by_another_threads_block_is_a_torn_commit(store_path: Pa
     store_path.write_bytes(data[:-TRAILER_RECORD_SIZE] + data[block_at : block.end])
     with memseg.open(store_path, "a") as store:
         assert store.kept_from is None and store_path.stat().st_size == good
+    assert memseg.verify(store_path).ok
+
+
+@pytest.mark.parametrize("fill", [b"\x00", b"\xa5"])
+def test_a_trailer_slot_of_zeros_or_garbage_is_a_torn_commit(store_path: Path, fill: bytes) -> None:
+    """A crash whose image kept the file's size but not the trailer's sector: nothing of
+    the trailer was written, so the commit was never acknowledged. Keeping it for salvage
+    made compaction refuse for good."""
+    _one_session(store_path)
+    good = store_path.stat().st_size
+    with memseg.open(store_path, "a") as store, store.start_session(name="torn") as rec:
+        rec.record("k", "never acknowledged", ts_ns=2)
+    data = store_path.read_bytes()
+    store_path.write_bytes(data[:-TRAILER_RECORD_SIZE] + fill * TRAILER_RECORD_SIZE)
+    with memseg.open(store_path, "a") as store:
+        assert store.kept_from is None and store_path.stat().st_size == good
+        store.compact()
     assert memseg.verify(store_path).ok

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import operator
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, SupportsIndex
 
 from memseg.blocks import PendingCheckpoint, encode_block
 from memseg.codec import encode_value
@@ -34,9 +35,11 @@ def checked_ts(ts_ns: object) -> int:
     would make every later flush of the session fail.
     """
     if type(ts_ns) is not int:
-        if isinstance(ts_ns, bool) or not isinstance(ts_ns, int):
+        if isinstance(ts_ns, bool):
+            raise TypeError("ts_ns must be an int (nanoseconds), not bool")
+        if not isinstance(ts_ns, SupportsIndex):
             raise TypeError(f"ts_ns must be an int (nanoseconds), not {type(ts_ns).__name__}")
-        ts_ns = int(ts_ns)
+        ts_ns = operator.index(ts_ns)  # ints and integer types such as numpy's
     if not _TS_MIN <= ts_ns < _TS_LIMIT:
         raise ValueError(f"ts_ns {ts_ns} is outside the signed 64-bit range")
     return ts_ns
@@ -120,7 +123,8 @@ class Recorder:
         return code
 
     def record(
-        self, kind: str, payload: object = None, *, result: object = None, ts_ns: int | None = None
+        self, kind: str, payload: object = None, *, result: object = None,
+        ts_ns: SupportsIndex | None = None,
     ) -> int:
         """Append one action; returns its seq. Durable after the next flush."""
         ptype, pdata = encode_value(payload)
@@ -131,7 +135,7 @@ class Recorder:
         return self._record_stored(kind, ptype, pdata, rtype, rdata, ts_ns)
 
     def _record_stored(self, kind: str, ptype: int, pdata: bytes, rtype: int, rdata: bytes,
-                       ts_ns: int | None) -> int:
+                       ts_ns: SupportsIndex | None) -> int:
         """Append one action given as stored (value types and bytes); salvage copies
         actions this way, so no value goes through a decode and encode."""
         if self._closed:
@@ -157,7 +161,8 @@ class Recorder:
             self._cut_block()
         return seq
 
-    def checkpoint(self, snapshot: object, *, ts_ns: int | None = None, flush: bool = True) -> int:
+    def checkpoint(self, snapshot: object, *, ts_ns: SupportsIndex | None = None,
+                   flush: bool = True) -> int:
         """Record a checkpoint of state after the actions so far; returns its id.
 
         By default a checkpoint is a durable point: it and everything recorded before it
@@ -167,7 +172,8 @@ class Recorder:
         vtype, data = encode_value(snapshot)
         return self._checkpoint_stored(vtype, data, ts_ns, flush)
 
-    def _checkpoint_stored(self, vtype: int, data: bytes, ts_ns: int | None, flush: bool) -> int:
+    def _checkpoint_stored(self, vtype: int, data: bytes, ts_ns: SupportsIndex | None,
+                           flush: bool) -> int:
         """Record a checkpoint given as stored (value type and bytes), as salvage copies it."""
         if self._closed:
             raise ClosedError("closed", "recorder has ended")

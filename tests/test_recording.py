@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import memseg
@@ -148,11 +149,12 @@ def test_a_timestamp_outside_i64_is_refused_when_recorded(store_path: Path, ts: 
         with pytest.raises(TypeError, match="ts_ns"):
             rec.record("k", "refused", ts_ns=True)
         rec.record("k", "edge", ts_ns=2**63 - 1)
+        rec.record("k", "numpy", ts_ns=np.int64(5))  # integer types are ints here
         rec.end()  # nothing refused reached a block: the session commits
     with memseg.open(store_path) as store:
         actions = store.session("s").actions
-        assert [a.value() for a in actions] == ["kept", "edge"]
-        assert actions.ts_ns.tolist() == [1, 2**63 - 1] and store.session("s").checkpoints == []
+        assert [a.value() for a in actions] == ["kept", "edge", "numpy"]
+        assert actions.ts_ns.tolist() == [1, 2**63 - 1, 5] and store.session("s").checkpoints == []
 
 
 def test_kind_counts_count_only_actions_in_blocks(store_path: Path) -> None:

@@ -10,11 +10,12 @@ oldest sessions and compacting it (SPEC.md "Archive and compaction").
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -179,6 +180,23 @@ def _export_into(dest: Store, view: View, entries: Sequence[TocEntry]) -> list[t
     return [(e, c.bytes) for e, c in copies]
 
 
+@contextlib.contextmanager
+def _destination(store: Store, dest: str, lock_timeout: float) -> Iterator[Store]:
+    """``dest`` open for writing; if the block fails on damage (a MemsegError) and ``dest``
+    held nothing before (no commit, nothing after its header), it is removed, while still
+    locked, so that a failed copy leaves no file behind."""
+    from memseg.store import Store
+
+    with Store(dest, "a", sync=store.sync, fs=store._fs, lock_timeout=lock_timeout) as d:
+        empty = d.commit is None and d._end == FILE_HEADER.size
+        try:
+            yield d
+        except MemsegError:
+            if empty and d.commit is None:
+                store._fs.remove(dest)
+            raise
+
+
 def _check_distinct(store: Store, dest: str) -> None:
     here = store._fs.identity(store.path)
     if here is not None and here == store._fs.identity(dest):
@@ -187,21 +205,14 @@ def _check_distinct(store: Store, dest: str) -> None:
 
 def export(store: Store, keys: SessionKeys, dest_path: PathLike, *, lock_timeout: float = 0.0) -> int:
     """Copy sessions into the memseg file ``dest_path`` (created if missing); returns how many."""
-    from memseg.store import Store
 
     # Copy only what is committed here, never what another thread has only staged.
     view = store._committed_view() if store.mode == "a" else store._current()
     entries = _resolve(view.entries, keys)
     dest = os.fspath(dest_path)
     _check_distinct(store, dest)
-    created = not store._fs.exists(dest)
-    with Store(dest, "a", sync=store.sync, fs=store._fs, lock_timeout=lock_timeout) as d:
-        try:
-            return len(_export_into(d, view, entries))
-        except MemsegError:
-            if created:  # still locked: no other writer has seen it
-                store._fs.remove(dest)
-            raise
+    with _destination(store, dest, lock_timeout) as d:
+        return len(_export_into(d, view, entries))
 
 
 # --- the sweep ------------------------------------------------------------
@@ -263,9 +274,12 @@ def _archive_size(store: Store, path: str) -> tuple[int, Store | None]:
 def _refuse_as_a_writer_would(reader: Store) -> None:
     """The dry run's kept_commit: a writer opening the archive file would keep bytes for
     salvage there, and the real run's compaction would then refuse."""
+    located = reader.located
+    # The size the reader's snapshot was taken at: the file may have grown since.
+    size = (located.commit.end if located.commit else FILE_HEADER.size) + located.tail_bytes
     fh = reader._fs.open(reader.path, write=False, create=False)
     try:
-        kept = kept_tail_start(fh.read, reader.located, fh.size(), reader._current().header.tag)
+        kept = kept_tail_start(fh.read, located, size, reader._current().header.tag)
     finally:
         fh.close()
     if kept is not None:
@@ -308,15 +322,14 @@ def _plan_archive(store: Store, view: View, due: Sequence[TocEntry], dest: str,
 def _run_archive(store: Store, view: View, due: Sequence[TocEntry], dest: str,
                  cap: int | None, lock_timeout: float) -> Planned:
     """Export ``due`` into ``dest``; with a cap, drop its oldest sessions and compact it."""
-    from memseg.store import Store
 
     before, reader = _archive_size(store, dest)
     if reader is not None:
         reader.close()
     if not due and (cap is None or before <= cap):
         return (), (), before, None if cap is None else before
-    with Store(dest, "a", sync=store.sync, fs=store._fs, lock_timeout=lock_timeout) as d:
-        if cap is not None:
+    with _destination(store, dest, lock_timeout) as d:
+        if cap is not None and (_to_export(d._toc.entries, due, dest) or before > cap):
             refuse_kept_commit(d)  # the compaction below would refuse after the export
         exported = tuple(_item(e, size) for e, size in _export_into(d, view, due))
         if cap is None:

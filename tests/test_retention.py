@@ -295,3 +295,43 @@ def test_an_export_that_meets_damage_leaves_the_destination_as_it_was(tmp_path: 
             with pytest.raises(memseg.CorruptError):
                 store.export(["s0", "s1", "s2"], target)
     assert dest.read_bytes() == before and not new.exists()
+
+
+def test_a_sweep_that_meets_damage_leaves_no_archive_file_behind(tmp_path: Path) -> None:
+    src, archive = tmp_path / "src.mseg", tmp_path / "archive.mseg"
+    with memseg.open(src, "a") as store:
+        record_session(store, "old", actions=20)
+    with memseg.open(src) as store:
+        last_block = int(store.session("old").actions.refs["offset"][-1])
+    data = bytearray(src.read_bytes())
+    data[last_block + 32 + 100] ^= 0xFF
+    src.write_bytes(bytes(data))
+    with memseg.open(src, "a") as store:
+        with pytest.raises(memseg.CorruptError):
+            store.sweep(0, archive_to=archive, now_ns=time.time_ns() + DAY_NS)
+        assert [i.state for i in store.sessions()] == ["ended"]
+    assert not archive.exists()
+
+
+def test_repeating_a_capped_sweep_whose_sessions_are_already_archived_needs_no_compaction(
+        tmp_path: Path) -> None:
+    """Nothing left to export and the archive within its cap: neither run compacts, so a
+    damaged trailer in the archive (kept for salvage) must not make the real run refuse
+    while the dry run succeeds."""
+    src, archive = tmp_path / "src.mseg", tmp_path / "archive.mseg"
+    with memseg.open(src, "a") as store:
+        record_session(store, "old", actions=5)
+    later = time.time_ns() + 2 * DAY_NS
+    with memseg.open(src, "a") as store:
+        store.export(["old"], archive)  # a first sweep that died before archiving here
+    with memseg.open(archive, "a") as store:
+        store.start_session(name="newest").end()
+    data = bytearray(archive.read_bytes())
+    data[-40] ^= 1  # bit rot in the archive's newest trailer
+    archive.write_bytes(bytes(data))
+    with memseg.open(src, "a") as store:
+        dry = store.sweep(1, archive_to=archive, max_archive_bytes=1 << 20, dry_run=True,
+                          now_ns=later)
+        real = store.sweep(1, archive_to=archive, max_archive_bytes=1 << 20, now_ns=later)
+        assert [i.name for i in dry.archived] == [i.name for i in real.archived] == ["old"]
+        assert dry.exported == real.exported == ()

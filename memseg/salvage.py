@@ -11,6 +11,7 @@ the others are recorded anew, action by action, past their lost blocks.
 
 from __future__ import annotations
 
+import bisect
 import os
 import uuid
 from collections.abc import Callable
@@ -233,32 +234,46 @@ def _chain(blocks: list[_BlockRef], preferred: set[int], known: int
 
     At each step the next block starts at the seq reached. A block the commit names
     wins, then one whose link points at the block before (the writer's own chain),
-    then the first in the file after it. So a committed block is never displaced by
-    a block a dead writer left at the same seq, and blocks of checkpoints only (which
-    all start at the same seq) are taken one after another, in their chain's order.
+    then the first in the file after it; and no other block is taken where it would
+    cover the start of a block the commit names. So a committed block is never
+    displaced by a block a dead writer left at the same seqs, and blocks of checkpoints
+    only (which all start at the same seq) are taken one after another.
     """
-    unused = sorted(blocks, key=lambda b: b.offset)
+    by_seq: dict[int, list[_BlockRef]] = {}
+    for b in sorted(blocks, key=lambda b: b.offset):
+        by_seq.setdefault(b.first_seq, []).append(b)
+    seqs = sorted(by_seq)
+    committed_seqs = sorted({b.first_seq for b in blocks if b.offset in preferred})
     chosen: list[_BlockRef] = []
     lost: list[tuple[int, int]] = []
     expected, last = 0, 0
-    while unused:
+
+    def candidates(seq: int) -> list[_BlockRef]:
         # Later in the file than the block before, unless the commit names it.
-        ahead = [b for b in unused if b.offset > last or b.offset in preferred]
-        here = [b for b in ahead if b.first_seq == expected]
+        here = [b for b in by_seq.get(seq, ()) if b.offset > last or b.offset in preferred]
+        if any(b.offset in preferred for b in here):
+            return here
+        # No uncommitted block may run over the start of the next committed one.
+        i = bisect.bisect_right(committed_seqs, seq)
+        fence = committed_seqs[i] if i < len(committed_seqs) else None
+        return [b for b in here if fence is None or b.first_seq + b.count <= fence]
+
+    while True:
+        here = candidates(expected)
         if not here:
-            later = [b for b in ahead if b.first_seq > expected]
-            if not later:
+            gap_end = None
+            for seq in seqs[bisect.bisect_right(seqs, expected):]:
+                here = candidates(seq)
+                if here:
+                    gap_end = seq
+                    break
+            if gap_end is None:
                 break
-            gap_end = min(b.first_seq for b in later)
             lost.append((expected, gap_end))
-            here = [b for b in later if b.first_seq == gap_end]
         b = min(here, key=lambda b: (b.offset not in preferred, b.prev_block != last, b.offset))
         chosen.append(b)
-        unused.remove(b)
+        by_seq[b.first_seq].remove(b)
         expected, last = b.first_seq + b.count, b.offset
-        # Blocks behind the seq reached hold nothing new: drop them.
-        unused = [u for u in unused if u.first_seq + u.count > expected
-                  or (u.count == 0 and u.first_seq == expected)]
     if expected < known:
         lost.append((expected, known))
     # A block whose payloads are damaged keeps its place (and its checkpoints).

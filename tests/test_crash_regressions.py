@@ -11,7 +11,7 @@ import pytest
 import memseg
 from fuzz.corpus import payload_of, records, rewrite
 from memseg.container import encode_file_header
-from memseg.format import BLOCK_HEADER, SNAPSHOT_HEADER, Kind, padded
+from memseg.format import BLOCK_HEADER, RECORD_HEADER, SNAPSHOT_HEADER, TRAILER_RECORD_SIZE, Kind, padded
 from memseg.framing import RecordHeader
 from memseg.salvage import salvage
 from tests.faultfs import SimFS
@@ -482,3 +482,41 @@ def test_salvage_rebuilds_a_session_whose_session_record_names_another_id(
     assert memseg.verify(tmp_path / "out.mseg").ok
     with memseg.open(tmp_path / "out.mseg") as store:
         assert [a.value() for a in store.session(uuid.UUID(int=1)).actions] == ["kept"]
+
+
+def test_salvage_does_not_let_a_kept_block_run_over_a_committed_one(tmp_path: Path) -> None:
+    """A kept tail holds block Q (seqs 10..19); the resumed session committed P2 (10..14)
+    and P3 (15..24), then P2 was damaged. With no committed block at 10, salvage took Q,
+    reached 20 and dropped P3, whose actions every reader still read."""
+    path = tmp_path / "f.mseg"
+    store = memseg.open(path, "a")
+    rec = store.start_session(session_id=uuid.UUID(int=1))
+    for i in range(10):
+        rec.record("k", f"A{i}")
+    rec.flush()
+    for i in range(10, 20):
+        rec.record("k", f"Q{i}")
+    rec.flush()
+    store._recorders.clear()  # leave it active, as a writer that died
+    store.close()
+    data = bytearray(path.read_bytes())
+    data[-TRAILER_RECORD_SIZE + 40] ^= 1  # bit rot in that commit's trailer: kept, not cut
+    path.write_bytes(bytes(data))
+    with memseg.open(path, "a") as store:
+        assert store.kept_from is not None
+        rec = store.resume(uuid.UUID(int=1))
+        for i in range(10, 15):
+            rec.record("k", f"P2_{i}")
+        rec.flush()
+        p2 = rec._live.last_block_offset
+        for i in range(15, 25):
+            rec.record("k", f"P3_{i}")
+        rec.end()
+    data = bytearray(path.read_bytes())
+    data[p2 + RECORD_HEADER.size + BLOCK_HEADER.size] ^= 0xFF  # P2's columns fail their CRC
+    path.write_bytes(bytes(data))
+    report = salvage(path, tmp_path / "out.mseg")
+    assert report.sessions[0].lost == [(10, 15)]
+    with memseg.open(tmp_path / "out.mseg") as out:
+        values = [a.value() for a in out.session(uuid.UUID(int=1)).actions]
+    assert values == [f"A{i}" for i in range(10)] + [f"P3_{i}" for i in range(15, 25)]

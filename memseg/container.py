@@ -245,16 +245,18 @@ def _written_trailer_at(read: Reader, offset: int, toc_offset: int, tag: int) ->
     """Whether the 72 bytes at ``offset`` are a trailer that was written for the TOC at
     ``toc_offset``, damaged or not. A flipped bit spoils at most one of three witnesses:
     the header (its CRC, and kind TRAILER), the payload (the CRC the header gives), and the
-    payload's first field (the TOC's offset). Zeros, garbage or another record spoil all."""
+    payload's first field (the TOC's offset). Zeros and garbage spoil all; another record
+    has an intact header of another kind."""
     slot = read(offset, TRAILER_RECORD_SIZE)
     if len(slot) < TRAILER_RECORD_SIZE:
         return False
     head, payload = slot[: RECORD_HEADER.size], slot[RECORD_HEADER.size :]
     f_tag, kind, _, _, _, _, payload_crc, _, head_crc = RECORD_HEADER.unpack(head)
-    header_ok = f_tag == tag and kind == Kind.TRAILER and \
-        crc32c(head[:RECORD_HEADER_CRC_SPAN]) == head_crc
-    return (header_ok or crc32c(payload) == payload_crc
-            or int.from_bytes(payload[:8], "little") == toc_offset)
+    if f_tag == tag and crc32c(head[:RECORD_HEADER_CRC_SPAN]) == head_crc:
+        # An intact header says what the record is: another record (a SESSION of exactly
+        # 40 bytes, say) is not a trailer, however its payload looks.
+        return kind == Kind.TRAILER
+    return crc32c(payload) == payload_crc or int.from_bytes(payload[:8], "little") == toc_offset
 
 
 def tail_holds_a_damaged_commit(read: Reader, start: int, end: int, tag: int) -> bool:

@@ -234,3 +234,27 @@ def test_a_trailer_slot_of_zeros_or_garbage_is_a_torn_commit(store_path: Path, f
         assert store.kept_from is None and store_path.stat().st_size == good
         store.compact()
     assert memseg.verify(store_path).ok
+
+
+def test_a_toc_followed_by_a_40_byte_record_is_a_torn_commit(store_path: Path) -> None:
+    """A SESSION record of exactly 40 bytes behind a large commit's TOC (another thread's
+    start_session during its first fsync) matched the payload-CRC witness of a damaged
+    trailer, so the torn commit was kept for salvage and compaction refused."""
+    _one_session(store_path)
+    good = store_path.stat().st_size
+    with memseg.open(store_path, "a") as store, store.start_session(name="torn") as rec:
+        rec.record("k", "never acknowledged", ts_ns=2)
+    with memseg.open(store_path, "a") as store:
+        store.start_session(name="x" * 6)  # its SESSION record: a 40-byte payload
+    data = store_path.read_bytes()
+    [*_, session_at] = _record_offsets(data, Kind.SESSION)
+    tag = int.from_bytes(data[16:24], "little")
+    session = parse_header(data, session_at, len(data), tag)
+    assert session.stored_len == 40
+    [*_, toc_at] = _record_offsets(data[:session_at], Kind.TOC)
+    toc = parse_header(data, toc_at, len(data), tag)
+    # The torn commit: everything up to the TOC of "torn", then that SESSION record.
+    store_path.write_bytes(data[: toc.end] + data[session_at : session.end])
+    with memseg.open(store_path, "a") as store:
+        assert store.kept_from is None and store_path.stat().st_size == good
+    assert memseg.verify(store_path).ok

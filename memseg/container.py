@@ -255,7 +255,7 @@ def _written_trailer_at(read: Reader, offset: int, toc_offset: int, tag: int) ->
     if f_tag == tag and crc32c(head[:RECORD_HEADER_CRC_SPAN]) == head_crc:
         # An intact header says what the record is: another record (a SESSION of exactly
         # 40 bytes, say) is not a trailer, however its payload looks.
-        return kind == Kind.TRAILER
+        return bool(kind == Kind.TRAILER)
     return crc32c(payload) == payload_crc or int.from_bytes(payload[:8], "little") == toc_offset
 
 

@@ -240,17 +240,21 @@ def _chain(blocks: list[_BlockRef], preferred: set[int], known: int
     only (which all start at the same seq) are taken one after another.
     """
     by_seq: dict[int, list[_BlockRef]] = {}
+    by_prev: dict[int, list[_BlockRef]] = {}
     for b in sorted(blocks, key=lambda b: b.offset):
         by_seq.setdefault(b.first_seq, []).append(b)
+        by_prev.setdefault(b.prev_block, []).append(b)
     seqs = sorted(by_seq)
     committed_seqs = sorted({b.first_seq for b in blocks if b.offset in preferred})
+    used: set[int] = set()
     chosen: list[_BlockRef] = []
     lost: list[tuple[int, int]] = []
     expected, last = 0, 0
 
     def candidates(seq: int) -> list[_BlockRef]:
         # Later in the file than the block before, unless the commit names it.
-        here = [b for b in by_seq.get(seq, ()) if b.offset > last or b.offset in preferred]
+        here = [b for b in by_seq.get(seq, ()) if b.offset not in used
+                and (b.offset > last or b.offset in preferred)]
         if any(b.offset in preferred for b in here):
             return here
         # No uncommitted block may run over the start of the next committed one.
@@ -258,21 +262,40 @@ def _chain(blocks: list[_BlockRef], preferred: set[int], known: int
         fence = committed_seqs[i] if i < len(committed_seqs) else None
         return [b for b in here if fence is None or b.first_seq + b.count <= fence]
 
+    pref_left: dict[int, int] = {}  # unused blocks the commit names, by seq
+    for b in blocks:
+        if b.offset in preferred:
+            pref_left[b.first_seq] = pref_left.get(b.first_seq, 0) + 1
+
+    def linked() -> list[_BlockRef]:
+        # The common case, without scanning every block at this seq: the block linked to
+        # the one before, if the commit names it or names none here.
+        out = [b for b in by_prev.get(last, ()) if b.first_seq == expected
+               and b.offset not in used and b.offset > last]
+        named = [b for b in out if b.offset in preferred]
+        if named or pref_left.get(expected, 0):
+            return named
+        return candidates_of(out)
+
+    def candidates_of(here: list[_BlockRef]) -> list[_BlockRef]:
+        i = bisect.bisect_right(committed_seqs, expected)
+        fence = committed_seqs[i] if i < len(committed_seqs) else None
+        return [b for b in here if fence is None or b.first_seq + b.count <= fence]
+
     while True:
-        here = candidates(expected)
+        here = linked() or candidates(expected)
         if not here:
-            gap_end = None
-            for seq in seqs[bisect.bisect_right(seqs, expected):]:
-                here = candidates(seq)
-                if here:
-                    gap_end = seq
-                    break
-            if gap_end is None:
+            i = bisect.bisect_right(seqs, expected)
+            while i < len(seqs) and not (here := candidates(seqs[i])):
+                i += 1
+            if not here:
                 break
-            lost.append((expected, gap_end))
+            lost.append((expected, seqs[i]))
         b = min(here, key=lambda b: (b.offset not in preferred, b.prev_block != last, b.offset))
         chosen.append(b)
-        by_seq[b.first_seq].remove(b)
+        used.add(b.offset)
+        if b.offset in preferred:
+            pref_left[b.first_seq] -= 1
         expected, last = b.first_seq + b.count, b.offset
     if expected < known:
         lost.append((expected, known))

@@ -231,6 +231,16 @@ def locate_commit(
     return Located(None, size - FILE_HEADER.size, tuple(damaged), tuple(unverified))
 
 
+def refuse_damaged_commits(located: Located) -> None:
+    """A writer refuses a file with a later commit whose TOC does not load (section 11):
+    cutting it would destroy a commit that was once complete."""
+    if located.damaged_commits:
+        offset, exc = located.damaged_commits[0]
+        raise CorruptError(
+            "damaged_commit", f"a later commit is damaged ({exc}); "
+            "refusing to append over it: read it with mode 'r' or salvage it", offset=offset)
+
+
 def kept_tail_start(read: Reader, located: Located, size: int, tag: int) -> int | None:
     """Where the bytes a writer opening this file keeps for salvage begin (section 11):
     after an unverified commit, or a TOC whose trailer is damaged; None if it keeps none."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from memseg.compactor import compact_store, refuse_kept_commit
-from memseg.container import kept_tail_start
+from memseg.container import kept_tail_start, refuse_damaged_commits
 from memseg.errors import CorruptError, MemsegError, StateError
 from memseg.format import FILE_HEADER, MAGIC, TOC_HEADER, TRAILER_RECORD_SIZE, State, record_size
 from memseg.toc import TocEntry, encode_toc
@@ -300,6 +300,8 @@ def _plan_archive(store: Store, view: View, due: Sequence[TocEntry], dest: str,
     """What archiving ``due`` into ``dest`` would do, computed without changing anything."""
     before, reader = _archive_size(store, dest)
     try:
+        if reader is not None and (due or (cap is not None and before > cap)):
+            refuse_damaged_commits(reader.located)  # as the real run's writer will
         dview = reader._current() if reader is not None else None
         todo = _to_export(dview.entries if dview else {}, due, dest)
         exported = tuple(_item(e, _copy_size(view, e, merge=False)) for e in todo)

@@ -22,6 +22,7 @@ from memseg.container import (
     encode_trailer_payload,
     kept_tail_start,
     parse_file_header,
+    refuse_damaged_commits,
 )
 from memseg.errors import (
     ClosedError,
@@ -194,12 +195,7 @@ class Store:
             view, located, toc = locate_view(fh.read, memoryview(buf), size, header)
             del view  # the writer goes on from the TOC state; let go of the map
             _close_buffer(buf)
-            if located.damaged_commits:
-                offset, exc = located.damaged_commits[0]
-                raise CorruptError(
-                    "damaged_commit", f"a later commit is damaged ({exc}); "
-                    "refusing to append over it: read it with mode 'r' or salvage it",
-                    offset=offset)
+            refuse_damaged_commits(located)
             if located.commit is not None and located.commit.seq + 1 >= COMMIT_SEQ_LIMIT:
                 # Only damage gets here (2**63 commits are out of reach). A commit
                 # numbered 2**63 would be refused by every reader: acknowledged, then lost.

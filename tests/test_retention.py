@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 import time
 from pathlib import Path
 
@@ -335,3 +336,32 @@ def test_repeating_a_capped_sweep_whose_sessions_are_already_archived_needs_no_c
         real = store.sweep(1, archive_to=archive, max_archive_bytes=1 << 20, now_ns=later)
         assert [i.name for i in dry.archived] == [i.name for i in real.archived] == ["old"]
         assert dry.exported == real.exported == ()
+
+
+@pytest.mark.parametrize("cap", [None, 1 << 30])
+def test_a_sweep_dry_run_predicts_the_refusal_of_an_archive_with_a_damaged_commit(
+        tmp_path: Path, cap: int | None) -> None:
+    """The archive's newest commit is large (two fsyncs, no region CRC) and its TOC damaged:
+    a writer refuses to open it (damaged_commit), but the dry run predicted an export."""
+    src, archive = tmp_path / "src.mseg", tmp_path / "archive.mseg"
+    with memseg.open(src, "a") as store:
+        record_session(store, "old", actions=5)
+    with memseg.open(archive, "a") as store:
+        store.start_session(name="a1").end()
+        rec = store.start_session(name="a2")
+        noise = random.Random(1)
+        for _ in range(7):  # incompressible, so the commit's region is over 1 MiB
+            rec.record("k", noise.randbytes(200_000))
+        rec.end()
+        assert store.commit is not None
+        toc_at = store.commit.toc_offset
+    data = bytearray(archive.read_bytes())
+    data[toc_at + 40] ^= 1
+    archive.write_bytes(bytes(data))
+    later = time.time_ns() + 2 * DAY_NS
+    with memseg.open(src, "a") as store:
+        for dry_run in (True, False):
+            with pytest.raises(memseg.CorruptError, match="damaged_commit"):
+                store.sweep(1, archive_to=archive, max_archive_bytes=cap, dry_run=dry_run,
+                            now_ns=later)
+        assert [i.state for i in store.sessions()] == ["ended"]

@@ -251,16 +251,17 @@ def _chain(blocks: list[_BlockRef], preferred: set[int], known: int
     lost: list[tuple[int, int]] = []
     expected, last = 0, 0
 
-    def candidates(seq: int) -> list[_BlockRef]:
-        # Later in the file than the block before, unless the commit names it.
-        here = [b for b in by_seq.get(seq, ()) if b.offset not in used
-                and (b.offset > last or b.offset in preferred)]
-        if any(b.offset in preferred for b in here):
-            return here
+    def fenced(here: list[_BlockRef], seq: int) -> list[_BlockRef]:
         # No uncommitted block may run over the start of the next committed one.
         i = bisect.bisect_right(committed_seqs, seq)
         fence = committed_seqs[i] if i < len(committed_seqs) else None
         return [b for b in here if fence is None or b.first_seq + b.count <= fence]
+
+    def candidates(seq: int) -> list[_BlockRef]:
+        # Later in the file than the block before, unless the commit names it.
+        here = [b for b in by_seq.get(seq, ()) if b.offset not in used
+                and (b.offset > last or b.offset in preferred)]
+        return here if any(b.offset in preferred for b in here) else fenced(here, seq)
 
     pref_left: dict[int, int] = {}  # unused blocks the commit names, by seq
     for b in blocks:
@@ -275,12 +276,7 @@ def _chain(blocks: list[_BlockRef], preferred: set[int], known: int
         named = [b for b in out if b.offset in preferred]
         if named or pref_left.get(expected, 0):
             return named
-        return candidates_of(out)
-
-    def candidates_of(here: list[_BlockRef]) -> list[_BlockRef]:
-        i = bisect.bisect_right(committed_seqs, expected)
-        fence = committed_seqs[i] if i < len(committed_seqs) else None
-        return [b for b in here if fence is None or b.first_seq + b.count <= fence]
+        return fenced(out, expected)
 
     while True:
         here = linked() or candidates(expected)

@@ -319,13 +319,28 @@ def _with_commit(rec: RecordInfo, seq: int) -> RecordInfo:
 
 def scan_bytes(data: bytes) -> list[RecordInfo]:
     """``scan`` of a file's bytes held in memory."""
-    return scan_mapped(mapped_bytes(data))
+    return _record_map(mapped_bytes(data))
 
 
 def scan(path: str | os.PathLike[str], progress: Progress | None = None) -> list[RecordInfo]:
     """The record map of ``path`` from the first byte to the last (see RecordInfo)."""
     with mapped(path) as m:
-        return scan_mapped(m, progress)
+        return _record_map(m, progress)
+
+
+def _record_map(m: Mapped, progress: Progress | None = None) -> list[RecordInfo]:
+    """scan_mapped, led by a gap for a damaged file header so a scan shows it too.
+
+    An intact header is not a record and is left out, as before; verify and
+    salvage report a damaged one themselves, so only the public scan adds it.
+    """
+    records = scan_mapped(m, progress)
+    if m.header_error is None:
+        return records
+    first_commit = records[0].commit if records else None
+    head = RecordInfo(0, min(m.size, FILE_HEADER.size), "-", 0, 0, 0, 0, GAP,
+                      f"file_header:{m.header_error.reason}", first_commit, None)
+    return [head, *records]
 
 
 def open_view(m: Mapped) -> tuple[View, Located]:

@@ -276,6 +276,19 @@ def test_verify_and_scan(capsys: pytest.CaptureFixture[str], sample: Sample, tmp
     assert code == 1 and [r["offset"] for r in bad] == [records[3]["offset"]]
 
 
+def test_scan_exits_1_on_a_damaged_file_header(capsys: pytest.CaptureFixture[str], sample: Sample,
+                                               tmp_path: Path) -> None:
+    path, _ = sample
+    raw = bytearray(path.read_bytes())
+    raw[30] ^= 0xFF  # inside the file id: the header CRC fails
+    damaged = tmp_path / "hdr.mseg"
+    damaged.write_bytes(bytes(raw))
+    code, bad = run_json(capsys, "scan", damaged, "--damaged")
+    assert code == 1
+    assert [(r["offset"], r["status"], r["reason"]) for r in bad] == [
+        (0, "gap", "file_header:header_crc")]
+
+
 def test_salvage(capsys: pytest.CaptureFixture[str], sample: Sample, tmp_path: Path) -> None:
     path, model = sample
     code, out, _ = run(capsys, "salvage", path, tmp_path / "a.mseg")

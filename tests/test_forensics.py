@@ -82,6 +82,23 @@ def test_scan_maps_every_byte_of_an_intact_file(sample: tuple[Path, object]) -> 
     assert blocks and all(r.session_id is not None for r in blocks)
 
 
+def test_scan_starts_with_a_gap_for_a_damaged_file_header(sample: tuple[Path, object],
+                                                         tmp_path: Path) -> None:
+    path, _ = sample
+    records = memseg.scan(path)
+    data = bytearray(path.read_bytes())
+    data[30] ^= 0xFF  # inside the file id: the header CRC fails
+    damaged = tmp_path / "hdr.mseg"
+    damaged.write_bytes(bytes(data))
+    after = memseg.scan(damaged)
+    head = after[0]
+    assert (head.offset, head.end, head.status, head.reason) == (
+        0, FILE_HEADER.size, GAP, "file_header:header_crc")
+    assert head.commit == records[0].commit
+    # The records after it are mapped as in the intact file.
+    assert after[1:] == records
+
+
 def test_scan_resynchronises_after_garbage_in_the_middle(sample: tuple[Path, object],
                                                          tmp_path: Path) -> None:
     path, _ = sample

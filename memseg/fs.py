@@ -165,3 +165,25 @@ class OsFileSystem:
 
 
 OS_FS: FileSystem = OsFileSystem()
+
+# How often map_whole measures again; each retry needs the file to have shrunk.
+_MAP_ATTEMPTS = 16
+
+
+def map_whole(fh: FileHandle) -> tuple[int, Buffer]:
+    """The file's current size and a read-only map of that many bytes.
+
+    Readers take no lock, so a writer may cut a torn tail (SPEC section 11)
+    between the size and the map, and mmap refuses a length past the end of
+    the file. The bytes before the newest commit never change, so mapping the
+    smaller file is as good: measure again and retry.
+    """
+    for _ in range(_MAP_ATTEMPTS):
+        size = fh.size()
+        try:
+            return size, fh.map(size)
+        except ValueError:
+            if fh.size() >= size:
+                raise  # not a shrunk file: a real error
+    raise OSError(errno.EAGAIN, "the file kept shrinking while being mapped")
+

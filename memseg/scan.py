@@ -38,7 +38,7 @@ from memseg.format import (
     Kind,
     padded,
 )
-from memseg.fs import OS_FS
+from memseg.fs import OS_FS, map_whole
 from memseg.view import View, locate_view
 
 Progress = Callable[[int, int], None]
@@ -108,8 +108,7 @@ def mapped(path: str | os.PathLike[str]) -> Iterator[Mapped]:
     require_regular_file(spath)
     fh = OS_FS.open(spath, write=False, create=False)
     try:
-        size = fh.size()
-        buf = fh.map(size)
+        size, buf = map_whole(fh)
     finally:
         fh.close()
     view: bytes | memoryview = memoryview(buf) if size else b""

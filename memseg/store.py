@@ -51,7 +51,7 @@ from memseg.format import (
     State,
 )
 from memseg.framing import encode_record, frame
-from memseg.fs import OS_FS, Buffer, FileHandle, FileSystem
+from memseg.fs import OS_FS, Buffer, FileHandle, FileSystem, map_whole
 from memseg.model import SessionInfo
 from memseg.recorder import LiveSession, Recorder
 from memseg.records import (
@@ -107,9 +107,8 @@ def read_view(fs: FileSystem, path: str) -> tuple[View, Located, Buffer]:
     """Map ``path`` read-only and locate its newest intact commit."""
     fh = fs.open(path, write=False, create=False)
     try:
-        size = fh.size()
         header = parse_file_header(fh.read(0, FILE_HEADER.size))
-        buf = fh.map(size)
+        size, buf = map_whole(fh)
         view, located, _ = locate_view(fh.read, memoryview(buf), size, header)
         return view, located, buf
     finally:

@@ -3,6 +3,7 @@ interleaving deterministically, by running the other thread's step at a chosen p
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -14,6 +15,7 @@ import pytest
 import memseg
 import memseg.compactor
 import memseg.retention
+from memseg.fs import OS_FS
 from tests.retention_support import DAY_NS, record_session
 
 
@@ -214,3 +216,53 @@ def test_close_waits_for_a_compaction_in_another_thread(store_path: Path,
     assert not errors and store.closed
     with memseg.open(store_path) as reader:
         assert [i.name for i in reader.sessions()] == ["live"]
+
+
+class _CutAfterSize:
+    """A reader's file handle during whose open a writer cuts the torn tail: the first
+    size() measures the file, then the tail goes (as a writer opening it would do)."""
+
+    def __init__(self, fh: Any, path: Path, keep: int, readers: list[Any]) -> None:
+        self._fh, self._path, self._keep, self._readers = fh, path, keep, readers
+
+    def size(self) -> int:
+        n = int(self._fh.size())
+        if not self._readers:
+            self._readers.append(n)
+            with open(self._path, "r+b") as f:
+                f.truncate(self._keep)
+        return n
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fh, name)
+
+
+@pytest.mark.parametrize("opener", ["store", "scan"])
+def test_a_reader_maps_the_file_after_a_writer_cut_its_torn_tail(
+        store_path: Path, opener: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader measured the file, a writer cut its torn tail, then the reader mapped the
+    measured length: mmap refused it with a bare ValueError."""
+    with memseg.open(store_path, "a") as store:
+        store.start_session(name="s").end()
+    committed = store_path.stat().st_size
+    with open(store_path, "ab") as f:
+        f.write(b"\0" * 100_000)  # what a killed writer appended and never committed
+    measured: list[Any] = []
+
+    class CutFs:
+        def open(self, path: str, *, write: bool, create: bool) -> Any:
+            fh = OS_FS.open(path, write=write, create=create)
+            return _CutAfterSize(fh, store_path, committed, measured)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(OS_FS, name)
+
+    if opener == "store":
+        with memseg.open(store_path, fs=CutFs()) as reader:
+            assert [i.name for i in reader.sessions()] == ["s"]
+    else:
+        # The forensic map goes through the real file system; cut it the same way.
+        monkeypatch.setattr(sys.modules["memseg.scan"], "OS_FS", CutFs())
+        records = memseg.scan(store_path)
+        assert records[-1].kind == "TRAILER" and records[-1].end == committed
+    assert measured == [committed + 100_000]

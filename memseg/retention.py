@@ -182,13 +182,14 @@ def _export_into(dest: Store, view: View, entries: Sequence[TocEntry]) -> list[t
 
 @contextlib.contextmanager
 def _destination(store: Store, dest: str, lock_timeout: float) -> Iterator[Store]:
-    """``dest`` open for writing; if the block fails on damage (a MemsegError) and ``dest``
-    held nothing before (no commit, nothing after its header), it is removed, while still
-    locked, so that a failed copy leaves no file behind."""
+    """``dest`` open for writing; if the block fails on damage (a MemsegError) and this
+    call created ``dest`` (and nothing was committed to it since), it is removed, while
+    still locked, so that a failed copy leaves no file behind. A file that was there
+    before stays, even one holding nothing but its header."""
     from memseg.store import Store
 
     with Store(dest, "a", sync=store.sync, fs=store._fs, lock_timeout=lock_timeout) as d:
-        empty = d.commit is None and d._end == FILE_HEADER.size
+        empty = d.created_file and d.commit is None and d._end == FILE_HEADER.size
         try:
             yield d
         except MemsegError:

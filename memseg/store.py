@@ -141,6 +141,8 @@ class Store:
         # Where the bytes of a possibly acknowledged commit that this writer kept for
         # salvage begin (SPEC section 11); compaction would drop them, so it refuses.
         self.kept_from: int | None = None
+        # Whether this open made the file (an export that fails removes only such a file).
+        self.created_file = False
         if mode == "r":
             self._view, self._located, buf = read_view(self._fs, self.path)
             self._buffers.append(buf)
@@ -171,6 +173,7 @@ class Store:
         # FileExistsError: another writer created it meanwhile; its header stands.
         with contextlib.suppress(FileExistsError):
             self._fs.link(tmp, self.path)
+            self.created_file = True
         self._fs.remove(tmp)
         self._fs.sync_dir(os.path.dirname(os.path.abspath(self.path)))
 

@@ -278,8 +278,12 @@ def test_a_capped_sweep_into_an_archive_holding_a_kept_commit_refuses_before_exp
 
 def test_an_export_that_meets_damage_leaves_the_destination_as_it_was(tmp_path: Path) -> None:
     """A damaged source session made the export fail after it had appended the copies
-    before it to the destination (uncommitted, but there), and created a missing one."""
+    before it to the destination (uncommitted, but there), and created a missing one.
+    A destination that was there before, even one holding only its header, stays."""
     src, dest, new = tmp_path / "src.mseg", tmp_path / "dest.mseg", tmp_path / "new.mseg"
+    bare = tmp_path / "bare.mseg"
+    memseg.open(bare, "a").close()
+    bare_before = bare.read_bytes()
     with memseg.open(src, "a") as store:
         for name in ("s0", "s1", "s2"):
             record_session(store, name, actions=20)
@@ -292,10 +296,11 @@ def test_an_export_that_meets_damage_leaves_the_destination_as_it_was(tmp_path: 
     src.write_bytes(bytes(data))
     before = dest.read_bytes()
     with memseg.open(src) as store:
-        for target in (dest, new):
+        for target in (dest, new, bare):
             with pytest.raises(memseg.CorruptError):
                 store.export(["s0", "s1", "s2"], target)
     assert dest.read_bytes() == before and not new.exists()
+    assert bare.read_bytes() == bare_before
 
 
 def test_a_sweep_that_meets_damage_leaves_no_archive_file_behind(tmp_path: Path) -> None:

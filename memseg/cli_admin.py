@@ -183,8 +183,10 @@ def cmd_end(args: argparse.Namespace, out: Out) -> int:
 def cmd_sweep(args: argparse.Namespace, out: Out) -> int:
     """memseg sweep: archive sessions inactive for some days (or say which, with --dry-run)."""
     _must_exist(args.file)
-    if args.days < 0:
-        raise UsageError("--days must be >= 0")
+    if not args.days >= 0:  # refuses NaN too
+        raise UsageError("--days must be a number >= 0")
+    if args.archive_to:
+        _must_differ(args.file, args.archive_to)
     archive_file = args.archive_to or args.file
     # A dry run reads only: no writer lock, no torn tail cut (SPEC: it changes nothing).
     mode = "r" if args.dry_run else "a"
@@ -206,8 +208,7 @@ def cmd_sweep(args: argparse.Namespace, out: Out) -> int:
 
 def _copy_sessions(src: str, dest: str, sessions: list[str]) -> tuple[int, list[str]]:
     """Copy the named sessions (all when none are named) of ``src`` into ``dest``."""
-    if os.path.abspath(src) == os.path.abspath(dest):
-        raise UsageError("the source and destination files must differ")
+    _must_differ(src, dest)
     _must_exist(src)
     with about(src), memseg.open(src, "r") as store:
         keys = [str(resolve_session(store, k)) for k in sessions] or [
@@ -230,6 +231,15 @@ def cmd_import(args: argparse.Namespace, out: Out) -> int:
     _report(out, args.json, {"copied": copied, "src": args.src, "sessions": keys},
             [f"copied {copied} session(s) from {args.src} into {args.file}"])
     return EXIT_OK
+
+
+def _must_differ(src: str, dest: str) -> None:
+    """Copies need two files; a link or another spelling of the same path is one file."""
+    same = os.path.abspath(src) == os.path.abspath(dest)
+    if not same and os.path.exists(src) and os.path.exists(dest):
+        same = os.path.samefile(src, dest)
+    if same:
+        raise UsageError("the source and destination files must differ")
 
 
 def _must_exist(path: str) -> None:

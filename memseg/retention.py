@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 SessionKeys = uuid.UUID | str | Iterable[uuid.UUID | str]
 _DAY_NS = 86_400 * 1_000_000_000
+_I64_MIN = -(2**63)
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,15 +357,17 @@ def sweep(store: Store, inactive_days: float, *, archive_to: PathLike | None = N
     something or it is over the cap). ``dry_run`` changes nothing and reports
     exactly what a real run would do. ``now_ns`` fixes the clock.
     """
-    if inactive_days < 0:
-        raise ValueError("inactive_days must be >= 0")
+    if not inactive_days >= 0:  # refuses NaN too
+        raise ValueError("inactive_days must be a number >= 0")
     if max_archive_bytes is not None and (archive_to is None or max_archive_bytes < 0):
         raise ValueError("max_archive_bytes needs archive_to and must be >= 0")
     if not dry_run:
         store._check_writable()
     view = store._current() if dry_run else store._committed_view()
     now = time.time_ns() if now_ns is None else int(now_ns)
-    cutoff = now - round(inactive_days * _DAY_NS)
+    span = inactive_days * _DAY_NS
+    # Times are i64: a span past that range (up to infinity) makes nothing old enough.
+    cutoff = max(_I64_MIN, now - round(span)) if span < 2**64 else _I64_MIN
     stale = sorted((e for e in view.entries.values()
                     if e.state != State.ARCHIVED and e.last_activity_ns < cutoff), key=_age)
     due = [e for e in stale if e.state == State.ENDED]

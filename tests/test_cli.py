@@ -340,6 +340,24 @@ def test_archive_compact_export_import_sweep(capsys: pytest.CaptureFixture[str],
     assert code == 2 and not (tmp_path / "missing.mseg").exists()
 
 
+def test_copies_into_the_same_file_by_another_name_and_odd_day_counts_are_usage_errors(
+        capsys: pytest.CaptureFixture[str], sample: Sample, tmp_path: Path) -> None:
+    path = tmp_path / "work.mseg"
+    shutil.copyfile(sample[0], path)
+    alias = tmp_path / "alias.mseg"
+    alias.symlink_to(path)
+    before = file_state(path)
+    for argv in (["export", path, alias], ["import", alias, path],
+                 ["sweep", path, "--days", 0, "--archive-to", alias],
+                 ["sweep", path, "--days", 0, "--archive-to", alias, "--dry-run"],
+                 ["sweep", path, "--days", "nan"]):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and "Traceback" not in err, argv
+    assert file_state(path) == before
+    code, data = run_json(capsys, "sweep", path, "--days", "inf")
+    assert code == 0 and data["archived"] == []
+
+
 # --- the forensic promises ---------------------------------------------------------------
 
 

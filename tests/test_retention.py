@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import time
 from pathlib import Path
@@ -245,6 +246,17 @@ def test_sweep_arguments_are_checked(store_path: Path) -> None:
             store.sweep(1, max_archive_bytes=100)
         with pytest.raises(ValueError):
             store.sweep(1, archive_to=store_path)
+        with pytest.raises(ValueError):
+            store.sweep(math.nan)
+
+
+@pytest.mark.parametrize("days", [1e300, math.inf])
+def test_a_sweep_longer_than_any_i64_time_archives_nothing(store_path: Path, days: float) -> None:
+    with memseg.open(store_path, "a") as store:
+        store.start_session(name="s").end()
+        report = store.sweep(days, now_ns=-(2**63) + 5)
+        assert report.archived == () and report.cutoff_ns == -(2**63)
+        assert [i.state for i in store.sessions()] == ["ended"]
 
 
 def test_a_capped_sweep_into_an_archive_holding_a_kept_commit_refuses_before_exporting(

@@ -152,6 +152,24 @@ def check_region(read: Reader, commit: Commit) -> None:
                            offset=commit.trailer_offset)
 
 
+def check_toc_adjacent(read: Reader, commit: Commit, tag: int) -> None:
+    """Every writer appends a commit's TOC record right before its trailer, so a trailer
+    whose TOC ends anywhere else was never written as one: it is bytes that look like a
+    trailer, such as a copy of this file's older trailer inside a recorded payload. When
+    the TOC's header is itself damaged its length is unknown; loading the TOC reports it.
+    """
+    head = read(commit.toc_offset, RECORD_HEADER.size)
+    if len(head) < RECORD_HEADER.size:
+        return
+    f_tag, kind, _, _, stored_len, _, _, _, head_crc = RECORD_HEADER.unpack(head)
+    if f_tag != tag or kind != Kind.TOC or crc32c(head[:RECORD_HEADER_CRC_SPAN]) != head_crc:
+        return
+    end = commit.toc_offset + record_size(stored_len)
+    if end != commit.trailer_offset:
+        raise CorruptError("toc_adjacent", "the trailer's TOC must end where the trailer starts",
+                           offset=commit.trailer_offset, expected=commit.trailer_offset, actual=end)
+
+
 Reader = Callable[[int, int], bytes]
 
 
@@ -205,6 +223,7 @@ def locate_commit(
     if last >= FILE_HEADER.size and last % 8 == 0:
         try:
             commit = parse_trailer(read(last, TRAILER_RECORD_SIZE), last, tag)
+            check_toc_adjacent(read, commit, tag)
             check_region(read, commit)
             check_toc(commit)
             return Located(commit, 0, ())
@@ -215,6 +234,7 @@ def locate_commit(
     for offset in trailer_candidates(read, size, tag):
         try:
             commit = parse_trailer(read(offset, TRAILER_RECORD_SIZE), offset, tag)
+            check_toc_adjacent(read, commit, tag)
         except MemsegError:
             continue  # a torn trailer, or bytes that merely look like one
         try:

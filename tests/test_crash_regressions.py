@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import random
 import uuid
 from pathlib import Path
 
@@ -520,3 +521,43 @@ def test_salvage_does_not_let_a_kept_block_run_over_a_committed_one(tmp_path: Pa
     with memseg.open(tmp_path / "out.mseg") as out:
         values = [a.value() for a in out.session(uuid.UUID(int=1)).actions]
     assert values == [f"A{i}" for i in range(10)] + [f"P3_{i}" for i in range(15, 25)]
+
+
+@pytest.mark.parametrize(("copied_commit", "at_the_end"),
+                         [("first", False), ("second", False), ("first", True)])
+def test_a_payload_holding_a_copy_of_an_older_trailer_is_not_taken_for_a_commit(
+        tmp_path: Path, copied_commit: str, at_the_end: bool) -> None:
+    """A recorded payload that holds this file's own older trailer (a payload holding a copy
+    of the file, stored raw because it does not compress) was, while uncommitted, taken by
+    the backward scan for the newest commit: readers showed the older state, and a writer
+    opening a copy of the file went on from it, dropping the acknowledged commit after. A
+    copy of a one-fsync trailer failed its region CRC instead, and the writer kept the
+    tail as an unverified commit, which then blocked compaction. A copy that ends the file
+    fooled the fast path the same way."""
+    path = tmp_path / "store.mseg"
+    store = memseg.open(path, "a")
+    with store.start_session(name="first") as first:
+        # Over 1 MiB: a two-fsync commit, whose trailer has no region CRC to fail.
+        first.record("blob", random.Random(6).randbytes(1 << 20))
+    assert store.commit is not None and store.commit.flags == 0
+    first_trailer = store.commit.trailer_offset
+    store.start_session(name="second").end()
+    assert store.commit is not None and store.commit.flags == 1
+    copied_at = first_trailer if copied_commit == "first" else store.commit.trailer_offset
+    old_trailer = path.read_bytes()[copied_at : copied_at + TRAILER_RECORD_SIZE]
+    rec = store.start_session(name="third")
+    # Over the block size, so the block is written at once; random, so it is stored raw.
+    noise = random.Random(7).randbytes(1 << 20)
+    rec.record("file_copy", noise + old_trailer if at_the_end else old_trailer + noise)
+    data = path.read_bytes()
+    assert data.endswith(old_trailer) == at_the_end
+    assert old_trailer in data[store.commit.end :]  # the copy is in the uncommitted tail
+    with memseg.open(path) as reader:
+        assert sorted(str(i.name) for i in reader.sessions()) == ["first", "second"]
+    copied = tmp_path / "copied-mid-write.mseg"
+    copied.write_bytes(data)
+    with memseg.open(copied, "a") as writer:
+        assert sorted(str(i.name) for i in writer.sessions()) == ["first", "second"]
+        # Not taken for an unverified commit either, so nothing is kept from compaction.
+        assert writer.kept_from is None and not writer.located.unverified
+    store.close()

@@ -3,13 +3,17 @@
 Each block's blob (every payload, then every result, back to back) is
 decompressed once and searched with one compiled regex; a match position is
 mapped back to its action through the block's payload end offsets, so no action
-is decoded unless it matches. Blocks whose kind codes cannot match are skipped
-before they are decompressed.
+is decoded unless it matches. A pattern that looks beyond the bytes it matches
+(anchors, lookaround, ...) is instead run on each action's bytes alone, so every
+pattern matches as ``re.search`` does on each payload (or result) by itself.
+Blocks whose kind codes cannot match are skipped before they are decompressed.
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
+import importlib
 import os
 import re
 import uuid
@@ -56,10 +60,34 @@ def compile_pattern(pattern: str, *, regex: bool = False, ignore_case: bool = Fa
     return re.compile(raw if regex else re.escape(raw), re.IGNORECASE if ignore_case else 0)
 
 
-# Patterns whose meaning depends on what lies around the match (anchors, word
-# boundaries, lookbehind, flags): the blob-wide search would see a neighbour's
-# bytes, so these are matched against each action's bytes on their own.
-_CONTEXTUAL = re.compile(rb"\^|\$|\\[AZbB]|\(\?<|\(\?[a-zA-Z]")
+# The parser CPython's re module compiles with; it has no public equivalent.
+_parser = importlib.import_module("re._parser")
+_BRANCH = _parser.BRANCH
+_NESTING = frozenset({_parser.SUBPATTERN, _parser.MAX_REPEAT, _parser.MIN_REPEAT})
+
+# Parse-tree nodes whose match at a position depends only on the bytes the match
+# consumes: literals, character sets, any byte, alternation, groups, and greedy or
+# lazy repeats. Everything else is refused, in particular anchors and word
+# boundaries (AT), lookahead and lookbehind (ASSERT, ASSERT_NOT), possessive
+# repeats and atomic groups (what they take depends on the bytes after them), and
+# backreferences and conditionals (they depend on earlier captures).
+_LOCAL_NODES = frozenset({_parser.LITERAL, _parser.NOT_LITERAL, _parser.ANY, _parser.IN,
+                          _BRANCH, *_NESTING})
+
+
+@functools.lru_cache(maxsize=64)
+def _local(pattern: bytes, flags: int) -> bool:
+    """Whether every match of the pattern depends only on the bytes it consumes."""
+    stack = [_parser.parse(pattern, flags)]
+    while stack:
+        for op, av in stack.pop():
+            if op not in _LOCAL_NODES:
+                return False
+            if op is _BRANCH:
+                stack += av[1]  # (None, [alternative, ...])
+            elif op in _NESTING:
+                stack.append(av[-1])  # the group's or repeated item's own sub-pattern
+    return True
 
 
 def _matches(rx: re.Pattern[bytes], blob: bytes, starts: list[int], ends: list[int],
@@ -68,7 +96,8 @@ def _matches(rx: re.Pattern[bytes], blob: bytes, starts: list[int], ends: list[i
     """(action index, match start, match end) of the first match in each matching action."""
     if not ends:
         return
-    if _CONTEXTUAL.search(rx.pattern):
+    if not _local(rx.pattern, rx.flags):
+        # Searching the joined blob would let the pattern see a neighbour's bytes.
         mv = memoryview(blob)
         for i, (lo, hi) in enumerate(zip(starts, ends, strict=True)):
             if allowed is None or allowed[codes[i]]:
@@ -76,24 +105,30 @@ def _matches(rx: re.Pattern[bytes], blob: bytes, starts: list[int], ends: list[i
                 if m is not None:
                     yield i, lo + m.start(), lo + m.end()
         return
-    # pos is always the start of an action, so the leftmost match found from it
-    # is the first match of the action holding its start.
-    pos, stop, last = starts[0], ends[-1], -1
-    while pos <= stop:
-        m = rx.search(blob, pos, stop)
-        if m is None:
-            return
-        i = min(bisect.bisect_right(ends, m.start()), len(ends) - 1)
-        if i <= last:
-            return  # an empty match at the very end of the region
-        last = i
+    # For a pattern that only looks at the bytes it consumes, a match inside one
+    # action is a match of the blob, and a match of the blob that lies inside one
+    # action is a match of that action alone. So the leftmost match m of the blob
+    # from the start of action i starts at or before the first match of any action
+    # from i on: actions ending before m.start() hold none, and the first action
+    # ending at or after it (an empty one at m.start() included) has its first
+    # match at m.start() or later, found by searching its own bytes from there.
+    stop, n = ends[-1], len(ends)
+    i = 0
+    m = rx.search(blob, starts[0], stop)
+    while m is not None and i < n:
+        i = bisect.bisect_left(ends, m.start(), i)  # < n: a match starts at or before stop
         hi = ends[i]
+        first: re.Match[bytes] | None = m
         if m.end() > hi:
             # The match runs on into the next action: look again inside this one alone.
-            m = rx.search(blob, m.start(), hi)
-        if m is not None and (allowed is None or allowed[codes[i]]):
-            yield i, m.start(), m.end()
-        pos = hi if hi > pos else pos + 1
+            first = rx.search(blob, m.start(), hi)
+        if first is not None and (allowed is None or allowed[codes[i]]):
+            yield i, first.start(), first.end()
+        i += 1
+        if i < n and starts[i] > m.start():
+            # Searched again from the next action's start; while that start is at or
+            # before m.start(), the search would find m again.
+            m = rx.search(blob, starts[i], stop)
 
 
 def search_session(session: Session, rx: re.Pattern[bytes], *, kinds: Iterable[str] | None = None,

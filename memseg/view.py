@@ -182,6 +182,9 @@ def block_refs(view: View, entry: TocEntry, snap: Snapshot) -> BlockRefs:
                          or int(offsets[-1]) >= entry.snapshot_offset):
         raise CorruptError("bad_reference", "block offsets must increase and precede the snapshot",
                            offset=entry.snapshot_offset)
+    # Read-only: a session keeps these and checks each block it reads against them,
+    # so a caller writing to them would make a healthy file read as corrupt.
+    refs.flags.writeable = False
     return refs
 
 
@@ -230,7 +233,7 @@ class Actions:
 
     @property
     def refs(self) -> BlockRefs:
-        """Where each block of the session is (read on first use, then kept)."""
+        """Where each block of the session is (read on first use, then kept; read-only)."""
         if self._refs is None:
             self._refs = block_refs(self._view, self._entry, self._snap)
         return self._refs

@@ -282,11 +282,16 @@ def _written_trailer_at(read: Reader, offset: int, toc_offset: int, tag: int) ->
         return False
     head, payload = slot[: RECORD_HEADER.size], slot[RECORD_HEADER.size :]
     f_tag, kind, _, _, _, _, payload_crc, _, head_crc = RECORD_HEADER.unpack(head)
+    names_this_toc = int.from_bytes(payload[:8], "little") == toc_offset
     if f_tag == tag and crc32c(head[:RECORD_HEADER_CRC_SPAN]) == head_crc:
         # An intact header says what the record is: another record (a SESSION of exactly
-        # 40 bytes, say) is not a trailer, however its payload looks.
-        return bool(kind == Kind.TRAILER)
-    return crc32c(payload) == payload_crc or int.from_bytes(payload[:8], "little") == toc_offset
+        # 40 bytes, say) is not a trailer, however its payload looks. A whole trailer that
+        # names another TOC was not written for this one: it is part of a copy of the file
+        # (TOC and trailer together) inside a recorded payload.
+        if kind != Kind.TRAILER:
+            return False
+        return crc32c(payload) != payload_crc or names_this_toc
+    return crc32c(payload) == payload_crc or names_this_toc
 
 
 def tail_holds_a_damaged_commit(read: Reader, start: int, end: int, tag: int) -> bool:

@@ -561,3 +561,30 @@ def test_a_payload_holding_a_copy_of_an_older_trailer_is_not_taken_for_a_commit(
         # Not taken for an unverified commit either, so nothing is kept from compaction.
         assert writer.kept_from is None and not writer.located.unverified
     store.close()
+
+
+def test_a_payload_holding_a_copy_of_the_whole_file_is_cut_as_an_ordinary_torn_tail(
+        tmp_path: Path) -> None:
+    """A copy of the file inside an uncommitted payload holds a TOC followed by its trailer;
+    a writer opening after a crash took that pair for a committed TOC whose trailer was
+    damaged, kept the tail for salvage, and compaction then refused the file."""
+    path = tmp_path / "store.mseg"
+    store = memseg.open(path, "a")
+    store.start_session(name="first").end()
+    store.start_session(name="second").end()
+    copy = path.read_bytes()  # ends with a TOC and the trailer naming it
+    rec = store.start_session(name="third")
+    # Random bytes after it, so the block does not compress and is stored raw, at once.
+    rec.record("file_copy", copy + random.Random(8).randbytes(1 << 20))
+    data = path.read_bytes()
+    assert data.find(copy, len(copy)) % 8 == 0  # the copy's records stand aligned
+    crashed = tmp_path / "crashed.mseg"
+    crashed.write_bytes(data)
+    with memseg.open(crashed, "a") as writer:
+        assert sorted(str(i.name) for i in writer.sessions()) == ["first", "second"]
+        assert writer.kept_from is None
+        writer.archive(["first"])
+    memseg.compact(crashed)
+    with memseg.open(crashed) as reader:
+        assert [i.name for i in reader.sessions()] == ["second"]
+    store.close()

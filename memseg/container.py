@@ -152,22 +152,37 @@ def check_region(read: Reader, commit: Commit) -> None:
                            offset=commit.trailer_offset)
 
 
-def check_toc_adjacent(read: Reader, commit: Commit, tag: int) -> None:
-    """Every writer appends a commit's TOC record right before its trailer, so a trailer
-    whose TOC ends anywhere else was never written as one: it is bytes that look like a
-    trailer, such as a copy of this file's older trailer inside a recorded payload. When
-    the TOC's header is itself damaged its length is unknown; loading the TOC reports it.
-    """
-    head = read(commit.toc_offset, RECORD_HEADER.size)
-    if len(head) < RECORD_HEADER.size:
-        return
-    f_tag, kind, _, _, stored_len, _, _, _, head_crc = RECORD_HEADER.unpack(head)
-    if f_tag != tag or kind != Kind.TOC or crc32c(head[:RECORD_HEADER_CRC_SPAN]) != head_crc:
-        return
-    end = commit.toc_offset + record_size(stored_len)
-    if end != commit.trailer_offset:
-        raise CorruptError("toc_adjacent", "the trailer's TOC must end where the trailer starts",
-                           offset=commit.trailer_offset, expected=commit.trailer_offset, actual=end)
+# Records other threads may append between a large commit's TOC and its trailer
+# (SPEC section 10): data records, never another TOC or trailer.
+_BETWEEN_TOC_AND_TRAILER = frozenset({Kind.SESSION, Kind.BLOCK, Kind.SNAPSHOT, Kind.INDEX})
+
+
+def check_trailer_follows_its_toc(read: Reader, commit: Commit, tag: int) -> None:
+    """A trailer is the first trailer after the TOC it names. Walking the record headers
+    from that TOC must reach the trailer exactly, past data records only (a large commit
+    lets other threads append blocks between the two). A copy of this file's own older
+    trailer inside a recorded payload fails this: the walk from the TOC it names meets
+    that TOC's real trailer, or steps over the copy. Only positive evidence counts: a
+    damaged header on the way says nothing, and loading the TOC reports damage to it."""
+    at, first = commit.toc_offset, True
+    while at < commit.trailer_offset:
+        head = read(at, RECORD_HEADER.size)
+        if len(head) < RECORD_HEADER.size:
+            return
+        f_tag, kind, _, _, stored_len, _, _, _, head_crc = RECORD_HEADER.unpack(head)
+        if f_tag != tag or crc32c(head[:RECORD_HEADER_CRC_SPAN]) != head_crc:
+            return
+        if first and kind != Kind.TOC:
+            return  # no TOC there at all: loading it says so
+        if not first and kind not in _BETWEEN_TOC_AND_TRAILER:
+            raise CorruptError("trailer_place", "a TOC or trailer stands between the trailer "
+                               "and the TOC it names", offset=commit.trailer_offset,
+                               expected=commit.trailer_offset, actual=at)
+        at += record_size(stored_len)
+        first = False
+    if at != commit.trailer_offset:
+        raise CorruptError("trailer_place", "the trailer lies inside a record",
+                           offset=commit.trailer_offset, expected=commit.trailer_offset, actual=at)
 
 
 Reader = Callable[[int, int], bytes]
@@ -223,7 +238,7 @@ def locate_commit(
     if last >= FILE_HEADER.size and last % 8 == 0:
         try:
             commit = parse_trailer(read(last, TRAILER_RECORD_SIZE), last, tag)
-            check_toc_adjacent(read, commit, tag)
+            check_trailer_follows_its_toc(read, commit, tag)
             check_region(read, commit)
             check_toc(commit)
             return Located(commit, 0, ())
@@ -234,7 +249,7 @@ def locate_commit(
     for offset in trailer_candidates(read, size, tag):
         try:
             commit = parse_trailer(read(offset, TRAILER_RECORD_SIZE), offset, tag)
-            check_toc_adjacent(read, commit, tag)
+            check_trailer_follows_its_toc(read, commit, tag)
         except MemsegError:
             continue  # a torn trailer, or bytes that merely look like one
         try:

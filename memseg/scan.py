@@ -23,7 +23,7 @@ from memseg.container import (
     FileHeader,
     Located,
     check_region,
-    check_toc_adjacent,
+    check_trailer_follows_its_toc,
     parse_file_header,
     parse_trailer,
 )
@@ -306,7 +306,7 @@ def trailer_commit(m: Mapped, rec: RecordInfo) -> Commit | None:
     buf = m.buf
     try:
         commit = parse_trailer(bytes(buf[rec.offset : rec.end]), rec.offset, m.header.tag)
-        check_toc_adjacent(lambda at, n: bytes(buf[at : at + n]), commit, m.header.tag)
+        check_trailer_follows_its_toc(lambda at, n: bytes(buf[at : at + n]), commit, m.header.tag)
         check_region(lambda at, n: bytes(buf[at : at + n]), commit)
     except CorruptError:
         return None

@@ -3,6 +3,7 @@ interleaving deterministically, by running the other thread's step at a chosen p
 
 from __future__ import annotations
 
+import random
 import sys
 import threading
 import time
@@ -266,3 +267,44 @@ def test_a_reader_maps_the_file_after_a_writer_cut_its_torn_tail(
         records = memseg.scan(store_path)
         assert records[-1].kind == "TRAILER" and records[-1].end == committed
     assert measured == [committed + 100_000]
+
+
+def test_a_large_commit_whose_trailer_follows_other_threads_blocks_is_the_newest(
+        store_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """During a large commit's first fsync another thread appends a block, so the trailer
+    does not follow its TOC directly (SPEC section 10). Requiring it to made readers skip
+    that acknowledged commit, and the next writer cut it as a torn tail."""
+    rng = random.Random(3)
+    store = memseg.open(store_path, "a")
+    a, b = store.start_session(name="A"), store.start_session(name="B")
+    a.flush()
+    a.record("big", rng.randbytes(2 << 20))  # over SINGLE_SYNC_MAX_REGION: a large commit
+    assert store._fh is not None
+    real_sync = store._fh.sync
+    other = _once(lambda: _in_thread(lambda: b.record("blk", rng.randbytes(1 << 20))))
+
+    def sync_after_another_threads_block() -> None:
+        other()
+        real_sync()
+
+    monkeypatch.setattr(store._fh, "sync", sync_after_another_threads_block)
+    a.record("small", "acknowledged")
+    a.flush()
+    commit = store.commit
+    assert commit is not None and commit.flags == 0
+    toc_end = [r.end for r in memseg.scan(store_path) if r.offset == commit.toc_offset]
+    assert toc_end and toc_end[0] < commit.trailer_offset  # a block stands between
+    with memseg.open(store_path) as reader:
+        assert reader.session("A").info.action_count == 2
+    crashed = tmp_path / "crashed.mseg"
+    crashed.write_bytes(store_path.read_bytes())  # the writer dies here
+    with memseg.open(crashed, "a") as writer:
+        assert writer.session("A").info.action_count == 2
+    assert not memseg.verify(crashed).problems
+    store.close()
+
+
+def _in_thread(step: Callable[[], Any]) -> None:
+    thread = threading.Thread(target=step)
+    thread.start()
+    thread.join()

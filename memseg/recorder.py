@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+import threading
 import time
 import uuid
 from collections import Counter
@@ -83,6 +84,10 @@ class Recorder:
         self._store = store
         self._live = live
         self._closed = False
+        # Guards what is buffered: ``Store.close()`` stages every recorder's buffer from
+        # its own thread while the recorder's thread may still be recording into it.
+        # Taken before the store's locks, never after.
+        self._lock = threading.Lock()
         self._next_seq = live.action_count
         self._reset_pending()
 
@@ -138,28 +143,29 @@ class Recorder:
                        ts_ns: SupportsIndex | None) -> int:
         """Append one action given as stored (value types and bytes); salvage copies
         actions this way, so no value goes through a decode and encode."""
-        if self._closed:
-            raise ClosedError("closed", "recorder has ended")
         size = len(pdata) + len(rdata)
         if size > MAX_VALUE:
             raise ValueError(f"payload and result exceed {MAX_VALUE} bytes")
         ts = time.time_ns() if ts_ns is None else checked_ts(ts_ns)
-        # Last: a call refused above must not add its kind to the session's dictionary.
-        code = self._live.kinds.get(kind)
-        if code is None:
-            code = self._kind_code(kind)
-        self._ts.append(ts)
-        self._codes.append(code)
-        self._flags.append(ptype | rtype << RESULT_SHIFT)
-        self._payloads.append(pdata)
-        self._results.append(rdata)
-        self._pending_raw += size
-        seq = self._next_seq
-        self._next_seq = seq + 1
-        if (self._pending_raw >= BLOCK_MAX_RAW
-                or len(self._ts) + len(self._checkpoints) >= BLOCK_MAX_ACTIONS):
-            self._cut_block()
-        return seq
+        with self._lock:
+            if self._closed:
+                raise ClosedError("closed", "recorder has ended")
+            # Last: a call refused above must not add its kind to the session's dictionary.
+            code = self._live.kinds.get(kind)
+            if code is None:
+                code = self._kind_code(kind)
+            self._ts.append(ts)
+            self._codes.append(code)
+            self._flags.append(ptype | rtype << RESULT_SHIFT)
+            self._payloads.append(pdata)
+            self._results.append(rdata)
+            self._pending_raw += size
+            seq = self._next_seq
+            self._next_seq = seq + 1
+            if (self._pending_raw >= BLOCK_MAX_RAW
+                    or len(self._ts) + len(self._checkpoints) >= BLOCK_MAX_ACTIONS):
+                self._cut_block()
+            return seq
 
     def checkpoint(self, snapshot: object, *, ts_ns: SupportsIndex | None = None,
                    flush: bool = True) -> int:
@@ -175,25 +181,26 @@ class Recorder:
     def _checkpoint_stored(self, vtype: int, data: bytes, ts_ns: SupportsIndex | None,
                            flush: bool) -> int:
         """Record a checkpoint given as stored (value type and bytes), as salvage copies it."""
-        if self._closed:
-            raise ClosedError("closed", "recorder has ended")
         if vtype == ValueType.NONE:
             raise ValueError("a checkpoint needs a snapshot")
         if len(data) > MAX_VALUE:
             raise ValueError(f"snapshot exceeds {MAX_VALUE} bytes")
-        cid = self._live.checkpoint_count + len(self._checkpoints)
         ts = time.time_ns() if ts_ns is None else checked_ts(ts_ns)
-        self._checkpoints.append(PendingCheckpoint(cid, self._next_seq, ts, vtype, data))
-        if flush:
-            self.flush()
-        else:
-            # A buffered checkpoint counts toward the block's bounds as an action does,
-            # with its table entry: an empty snapshot still takes CHECKPOINT_ENTRY bytes.
-            self._pending_raw += CHECKPOINT_ENTRY.size + len(data)
-            if (self._pending_raw >= BLOCK_MAX_RAW
-                    or len(self._ts) + len(self._checkpoints) >= BLOCK_MAX_ACTIONS):
-                self._cut_block()
-        return cid
+        with self._lock:
+            if self._closed:
+                raise ClosedError("closed", "recorder has ended")
+            cid = self._live.checkpoint_count + len(self._checkpoints)
+            self._checkpoints.append(PendingCheckpoint(cid, self._next_seq, ts, vtype, data))
+            if flush:
+                self._flush_locked()
+            else:
+                # A buffered checkpoint counts toward the block's bounds as an action does,
+                # with its table entry: an empty snapshot still takes CHECKPOINT_ENTRY bytes.
+                self._pending_raw += CHECKPOINT_ENTRY.size + len(data)
+                if (self._pending_raw >= BLOCK_MAX_RAW
+                        or len(self._ts) + len(self._checkpoints) >= BLOCK_MAX_ACTIONS):
+                    self._cut_block()
+            return cid
 
     def _cut_block(self) -> None:
         """Encode what is buffered into a block record (appended, not yet committed)."""
@@ -214,6 +221,10 @@ class Recorder:
 
     def flush(self) -> None:
         """Make everything recorded so far durable; returns after the commit."""
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
         if self._closed:
             raise ClosedError("closed", "recorder has ended")
         self._cut_block()
@@ -224,24 +235,26 @@ class Recorder:
 
     def end(self, status: str | None = "ok") -> None:
         """Seal the session: flush, mark it ended, commit. The recorder is closed after."""
-        if self._closed:
-            raise ClosedError("closed", "recorder has ended")
-        self._cut_block()
-        ticket = self._store._stage_snapshot(self._live, status, end=True)
-        # Once staged, the end belongs to the store: the next commit writes it, whoever
-        # makes it, even if this one fails. The recorder is done either way; were it
-        # live again, a later flush would turn the ended session back into an active one.
-        self._closed = True
+        with self._lock:
+            if self._closed:
+                raise ClosedError("closed", "recorder has ended")
+            self._cut_block()
+            ticket = self._store._stage_snapshot(self._live, status, end=True)
+            # Once staged, the end belongs to the store: the next commit writes it, whoever
+            # makes it, even if this one fails. The recorder is done either way; were it live
+            # again, a later flush would turn the ended session back into an active one.
+            self._closed = True
         self._store._commit_through(ticket)
 
     def _close_for_store(self) -> None:
         """The store is closing: stage buffered actions (the store commits them all at
         once), leaving the session active."""
-        if not self._closed:
-            self._cut_block()
-            if self._live.unsnapshotted:
-                self._store._stage_snapshot(self._live, None, end=False)
-            self._closed = True
+        with self._lock:
+            if not self._closed:
+                self._cut_block()
+                if self._live.unsnapshotted:
+                    self._store._stage_snapshot(self._live, None, end=False)
+                self._closed = True
 
     @property
     def closed(self) -> bool:
@@ -254,5 +267,14 @@ class Recorder:
         self, exc_type: type[BaseException] | None, exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if not self._closed:
-            self.end(status="ok" if exc_type is None else "error")
+        if self._closed:
+            return
+        if exc is None:
+            self.end(status="ok")
+            return
+        try:
+            self.end(status="error")
+        except Exception as failure:
+            # The block's own exception (an interrupt, say) is what the caller must see;
+            # that the end could not be committed too goes along with it as a note.
+            exc.add_note(f"memseg: ending session {self.id} failed too: {failure!r}")

@@ -705,7 +705,15 @@ class Store:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.close()
+        if exc is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except Exception as failure:
+            # The block's own exception is what the caller must see; the failed close
+            # goes along with it as a note.
+            exc.add_note(f"memseg: closing {self.path} failed too: {failure!r}")
 
     def __repr__(self) -> str:
         return f"<memseg.Store {self.path!r} mode={self.mode!r}>"

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import memseg
+import memseg.blocks
 import memseg.compactor
 import memseg.retention
 from memseg.fs import OS_FS
@@ -308,3 +309,49 @@ def _in_thread(step: Callable[[], Any]) -> None:
     thread = threading.Thread(target=step)
     thread.start()
     thread.join()
+
+
+def test_close_waits_for_a_recorder_cutting_a_block_in_another_thread(
+        store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """close() staged every recorder's buffer from its own thread while the recorder's
+    thread was encoding the same buffer: both appended it, and the session then read as
+    corrupt (block_mismatch)."""
+    store = memseg.open(store_path, "a")
+    rec = store.start_session(name="s")
+    for i in range(10):
+        rec.record("k", i, ts_ns=i)
+    closer = threading.Thread(target=store.close)
+    real_encode = memseg.blocks.encode_block
+
+    def encode_while_closing(*args: Any) -> bytes:
+        if not closer.is_alive() and closer.ident is None:
+            closer.start()
+            closer.join(0.2)  # close() runs now, unless it waits for the recorder
+        return real_encode(*args)
+
+    monkeypatch.setattr("memseg.recorder.encode_block", encode_while_closing)
+    rec.flush()
+    closer.join()
+    assert store.closed
+    assert not memseg.verify(store_path).problems
+    with memseg.open(store_path) as reader:
+        assert [a.value() for a in reader.session("s").actions] == list(range(10))
+
+
+def test_an_interrupt_inside_a_recorder_block_reaches_the_caller_as_itself(
+        store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An interrupt during a flush fails the store; leaving the ``with`` block then tried
+    to end the session, and the store's WriteFailedError replaced the KeyboardInterrupt."""
+    store = memseg.open(store_path, "a")
+    assert store._fh is not None
+
+    def interrupted_sync() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt) as info, store, store.start_session(name="s") as rec:
+        rec.record("k", 1)
+        monkeypatch.setattr(store._fh, "sync", interrupted_sync)
+        rec.flush()
+    notes = getattr(info.value, "__notes__", [])
+    assert any("ending session" in n and "WriteFailedError" in n for n in notes)
+    assert store.closed

@@ -61,6 +61,21 @@ _BYTES, _STR, _JSON, _NONE = (int(t) for t in (ValueType.BYTES, ValueType.STR, V
                                                 ValueType.NONE))
 
 
+# orjson writes datetimes and dataclasses without being asked, and a value would
+# then read back as something else (a string, a dict). Hand them to _not_json
+# instead, so they are refused as json.dumps refuses them. (UUIDs and plain enums
+# have no such option: they are stored as their string and their value.)
+_STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def _not_json(value: object) -> object:
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
+
+
+def _dumps(value: object) -> bytes:
+    return orjson.dumps(value, default=_not_json, option=_STRICT)
+
+
 def encode_value(value: object) -> tuple[int, bytes]:
     """Turn a payload/result/snapshot into stored bytes and the ValueType that restores its type."""
     # Exact-type checks first: this runs twice per recorded action.
@@ -68,7 +83,10 @@ def encode_value(value: object) -> tuple[int, bytes]:
     if kind is bytes:
         return _BYTES, value  # type: ignore[return-value]
     if kind is dict:
-        return _JSON, orjson.dumps(value)
+        try:
+            return _JSON, _dumps(value)
+        except TypeError as exc:
+            raise TypeError(f"value is not JSON-serialisable: {exc}") from None
     if kind is str:
         return _STR, value.encode("utf-8")  # type: ignore[attr-defined]
     if value is None:
@@ -79,7 +97,7 @@ def encode_value(value: object) -> tuple[int, bytes]:
         return ValueType.STR, value.encode("utf-8")
     if isinstance(value, dict | list | tuple | int | float | bool):
         try:
-            return ValueType.JSON, orjson.dumps(value)
+            return ValueType.JSON, _dumps(value)
         except TypeError as exc:
             raise TypeError(f"value is not JSON-serialisable: {exc}") from None
     raise TypeError(
@@ -106,7 +124,7 @@ def decode_value(value_type: int, data: bytes, offset: int) -> Any:
 
 def json_bytes(value: object) -> bytes:
     """Serialise session metadata (a JSON object) to bytes."""
-    return orjson.dumps(value)
+    return _dumps(value)
 
 
 def json_object(data: bytes | memoryview, offset: int) -> dict[str, Any]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import os
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -334,3 +337,31 @@ def test_metadata_over_its_limit_is_refused_when_the_session_starts(store_path: 
             rec.record("k", 1)
     with memseg.open(store_path) as store:
         assert [i.name for i in store.sessions()] == ["fine"]
+
+
+@dataclasses.dataclass
+class _Point:
+    x: int
+
+
+@pytest.mark.parametrize("inner", [datetime.datetime(2024, 1, 2, 3, 4, 5), datetime.date(2024, 1, 2),
+                                   _Point(1)])
+def test_objects_inside_a_json_value_that_json_refuses_are_refused(store_path: Path,
+                                                                   inner: object) -> None:
+    """orjson wrote a nested datetime or dataclass as a string or an object, so the value
+    read back as something else than was recorded; json.dumps refuses them."""
+    with memseg.open(store_path, "a") as store:
+        with pytest.raises(TypeError):
+            store.start_session(name="s", meta={"when": inner})
+        rec = store.start_session(name="s")
+        with pytest.raises(TypeError):
+            rec.record("k", {"v": inner})
+        with pytest.raises(TypeError):
+            rec.record("k", result=[inner])
+        with pytest.raises(TypeError):
+            rec.checkpoint({"v": inner})
+        rec.record("k", {"id": uuid.UUID(int=7)})  # documented: stored as its string
+        rec.end()
+    with memseg.open(store_path) as reader:
+        [action] = reader.session("s").actions
+        assert action.value() == {"id": str(uuid.UUID(int=7))}

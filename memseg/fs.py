@@ -166,7 +166,7 @@ class OsFileSystem:
 
 OS_FS: FileSystem = OsFileSystem()
 
-# How often map_whole measures again; each retry needs the file to have shrunk.
+# How often map_whole measures again before giving up.
 _MAP_ATTEMPTS = 16
 
 
@@ -175,15 +175,16 @@ def map_whole(fh: FileHandle) -> tuple[int, Buffer]:
 
     Readers take no lock, so a writer may cut a torn tail (SPEC section 11)
     between the size and the map, and mmap refuses a length past the end of
-    the file. The bytes before the newest commit never change, so mapping the
-    smaller file is as good: measure again and retry.
+    the file (its only ValueError for a length that fstat gave). The file may
+    have grown again by the time we look (the writer went on recording), so
+    measure again and retry whatever the new size: the bytes before the newest
+    commit never change, so any size measured after the cut is as good.
     """
     for _ in range(_MAP_ATTEMPTS):
         size = fh.size()
         try:
             return size, fh.map(size)
         except ValueError:
-            if fh.size() >= size:
-                raise  # not a shrunk file: a real error
-    raise OSError(errno.EAGAIN, "the file kept shrinking while being mapped")
+            continue
+    raise OSError(errno.EAGAIN, "the file kept changing size while being mapped")
 

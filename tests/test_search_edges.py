@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import memseg
 from memseg.cli import main
-from memseg.search import _matches
+from memseg.search import _local, _matches
 
 
 def _record(path: Path, actions: list[tuple[str, str | None, str | None]], *, flush_every: int = 0,
@@ -172,3 +172,20 @@ def test_block_refs_are_read_only_and_kept(tmp_path: Path, end: bool) -> None:
             refs["offset"][0] = refs["offset"][1]
         assert [a.value() for a in got] == [p for _, p, _ in actions]
         assert got[4].value() == "p4"
+
+
+@pytest.mark.parametrize(("pattern", "joined"), [
+    (b"pytest", True),
+    (b"fail(ed|ure)", True),
+    (b"[0-9]{1,4}ms", True),
+    (b".*zzz", False),                  # one attempt would run on across every later value
+    (rb"\d+ passed", False),
+    (b"(?:.*?)+.*?[\\b]A", False),      # nested unbounded repeats backtrack exponentially
+    (b"a{2,}", False),
+])
+def test_only_patterns_of_bounded_width_search_the_joined_values(pattern: bytes,
+                                                                 joined: bool) -> None:
+    """An unbounded repeat over a block's joined values (up to 1 MiB) costs far more than
+    over each value: `.*zzz` took over a second on 64 KiB joined, milliseconds value by
+    value, and a nested one never finished. Such patterns go value by value."""
+    assert _local(pattern, 0) is joined

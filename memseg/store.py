@@ -132,6 +132,8 @@ class Store:
         self._fs = fs or OS_FS
         self._buffers: list[Buffer] = []
         self._closed = False
+        # Set by close() before it closes the recorders: no new one may start after.
+        self._closing = False
         self._fh: FileHandle | None = None
         self._located: Located
         self._mutex = threading.RLock()
@@ -264,6 +266,11 @@ class Store:
         if self._closed:
             raise ClosedError("closed", "store is closed")
 
+    def _refuse_if_closing(self) -> None:
+        """No recorder may start once close() has begun closing them; caller holds the mutex."""
+        if self._closing:
+            raise ClosedError("closed", "store is closing")
+
     def _current(self) -> View:
         self._check_open()
         if self.mode == "r":
@@ -388,6 +395,7 @@ class Store:
         created = time.time_ns()
         with self._mutex:
             self._check_writable()
+            self._refuse_if_closing()
             if sid in self._toc.entries:
                 raise ValueError(f"session {sid} already exists")
             record = encode_record(self._tag, Kind.SESSION,
@@ -406,6 +414,7 @@ class Store:
         with self._mutex:
             # Under the mutex: no end, archive or compaction can change the entry between
             # this check and the recorder's registration.
+            self._refuse_if_closing()
             view = self._current()
             entry = find_entry(view.entries, key)
             if entry.state != State.ACTIVE:
@@ -508,7 +517,9 @@ class Store:
         with self._commit_lock:
             if self._durable_ticket >= ticket:
                 return  # a commit that started after our staging covered us
-            assert self._fh is not None
+            if self._fh is None:
+                # Staged after close()'s own commit: never committed.
+                raise ClosedError("closed", "store is closed")
             seq = (self._commit.seq if self._commit else 0) + 1
             if seq >= COMMIT_SEQ_LIMIT:
                 # Nothing is written: readers would refuse this trailer.
@@ -671,7 +682,12 @@ class Store:
         try:
             if self.mode == "a" and self._failed is None:
                 failure: Exception | None = None
-                for rec in list(self._recorders.values()):
+                with self._mutex:
+                    # Under the mutex: a recorder started after this list was taken would
+                    # be dropped below unclosed, and a compaction would not move it.
+                    self._closing = True
+                    recorders = list(self._recorders.values())
+                for rec in recorders:
                     try:
                         rec._close_for_store()
                     except Exception as exc:

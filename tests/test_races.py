@@ -364,3 +364,73 @@ def test_an_interrupt_inside_a_recorder_block_reaches_the_caller_as_itself(
     notes = getattr(info.value, "__notes__", [])
     assert any("ending session" in n and "WriteFailedError" in n for n in notes)
     assert store.closed
+
+
+def test_no_recorder_starts_while_close_is_closing_them(store_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A recorder started (or resumed) while close() was closing the others was dropped
+    from the store's list unclosed: a compaction then left it pointing into the replaced
+    file, and its next flush, acknowledged, committed a damaged TOC entry."""
+    with memseg.open(store_path, "a") as store:
+        store.start_session(name="idle")  # active, resumable
+    store = memseg.open(store_path, "a")
+    first = store.start_session(name="first")
+    first.record("k", 1)
+    refused: list[BaseException] = []
+
+    def start_others() -> None:
+        try:
+            store.start_session(name="late")
+        except memseg.ClosedError as exc:
+            refused.append(exc)
+        try:
+            store.resume("idle")
+        except memseg.ClosedError as exc:
+            refused.append(exc)
+
+    real_close_for_store = first._close_for_store
+
+    def close_then_start_others() -> None:
+        real_close_for_store()
+        start_others()  # another thread, while close() goes through its recorders
+
+    monkeypatch.setattr(first, "_close_for_store", close_then_start_others)
+    store.close()
+    assert len(refused) == 2
+    assert not memseg.verify(store_path).problems
+    with memseg.open(store_path) as reader:
+        assert sorted(str(i.name) for i in reader.sessions()) == ["first", "idle"]
+        assert [a.value() for a in reader.session("first").actions] == [1]
+
+
+def test_an_interrupt_between_a_blocks_append_and_the_buffer_reset_stores_nothing_twice(
+        store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The block was appended (the session's counts include it), then an interrupt arrived
+    before the buffer was reset: the next cut stored the same actions again, and the
+    session read as corrupt (block_mismatch)."""
+    real_reset = memseg.Recorder._reset_pending
+    armed: list[bool] = []
+
+    def interrupted_reset(rec: memseg.Recorder) -> None:
+        if armed:
+            armed.clear()
+            raise KeyboardInterrupt
+        real_reset(rec)
+
+    monkeypatch.setattr(memseg.Recorder, "_reset_pending", interrupted_reset)
+    with memseg.open(store_path, "a") as store:
+        rec = store.start_session(name="s")
+        for i in range(10):
+            rec.record("k", i, ts_ns=i)
+        rec.checkpoint({"at": 10}, flush=False)
+        armed.append(True)
+        with pytest.raises(KeyboardInterrupt):
+            rec.flush()
+        for i in range(10, 15):  # the caller carries on recording
+            rec.record("k", i, ts_ns=i)
+        rec.end()
+    assert not memseg.verify(store_path).problems
+    with memseg.open(store_path) as reader:
+        session = reader.session("s")
+        assert [a.value() for a in session.actions] == list(range(15))
+        assert [c.value() for c in session.checkpoints] == [{"at": 10}]

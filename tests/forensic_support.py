@@ -118,3 +118,11 @@ def is_subsequence(got: list[Any], want: list[Any]) -> bool:
     """``got`` is ``want`` with some items left out, in order."""
     it = iter(want)
     return all(any(g == w for w in it) for g in got)
+
+
+def with_damaged_header(path: Path, out: Path) -> Path:
+    """A copy of ``path`` at ``out`` whose file header fails its CRC (a byte of the file id)."""
+    data = bytearray(path.read_bytes())
+    data[30] ^= 0xFF
+    out.write_bytes(bytes(data))
+    return out

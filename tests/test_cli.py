@@ -21,7 +21,7 @@ import memseg
 from memseg.cli import main
 from memseg.demo import record_demo
 from memseg.format import FILE_HEADER
-from tests.forensic_support import build_store, file_state, stored_actions
+from tests.forensic_support import build_store, file_state, stored_actions, with_damaged_header
 from tests.helpers import ModelSession
 
 Sample = tuple[Path, dict[uuid.UUID, ModelSession]]
@@ -278,11 +278,7 @@ def test_verify_and_scan(capsys: pytest.CaptureFixture[str], sample: Sample, tmp
 
 def test_scan_exits_1_on_a_damaged_file_header(capsys: pytest.CaptureFixture[str], sample: Sample,
                                                tmp_path: Path) -> None:
-    path, _ = sample
-    raw = bytearray(path.read_bytes())
-    raw[30] ^= 0xFF  # inside the file id: the header CRC fails
-    damaged = tmp_path / "hdr.mseg"
-    damaged.write_bytes(bytes(raw))
+    damaged = with_damaged_header(sample[0], tmp_path / "hdr.mseg")
     code, bad = run_json(capsys, "scan", damaged, "--damaged")
     assert code == 1
     assert [(r["offset"], r["status"], r["reason"]) for r in bad] == [

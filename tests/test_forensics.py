@@ -27,6 +27,7 @@ from tests.forensic_support import (
     file_state,
     is_subsequence,
     stored_actions,
+    with_damaged_header,
 )
 from tests.helpers import ModelSession, assert_session_matches
 
@@ -86,11 +87,7 @@ def test_scan_starts_with_a_gap_for_a_damaged_file_header(sample: tuple[Path, ob
                                                          tmp_path: Path) -> None:
     path, _ = sample
     records = memseg.scan(path)
-    data = bytearray(path.read_bytes())
-    data[30] ^= 0xFF  # inside the file id: the header CRC fails
-    damaged = tmp_path / "hdr.mseg"
-    damaged.write_bytes(bytes(data))
-    after = memseg.scan(damaged)
+    after = memseg.scan(with_damaged_header(path, tmp_path / "hdr.mseg"))
     head = after[0]
     assert (head.offset, head.end, head.status, head.reason) == (
         0, FILE_HEADER.size, GAP, "file_header:header_crc")
@@ -331,10 +328,7 @@ def test_reads_work_on_a_file_a_writer_holds_open(tmp_path: Path) -> None:
 def test_open_readonly_reads_a_file_with_a_damaged_header(sample: tuple[Path, dict[uuid.UUID, ModelSession]],
                                                           tmp_path: Path) -> None:
     path, model = sample
-    data = bytearray(path.read_bytes())
-    data[30] ^= 0xFF  # inside the file id: the header CRC fails
-    src = tmp_path / "hdr.mseg"
-    src.write_bytes(bytes(data))
+    src = with_damaged_header(path, tmp_path / "hdr.mseg")
     with pytest.raises(memseg.CorruptError):
         memseg.open(src, "r")
     with open_readonly(src) as store:

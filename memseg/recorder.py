@@ -147,9 +147,9 @@ class Recorder:
         if size > MAX_VALUE:
             raise ValueError(f"payload and result exceed {MAX_VALUE} bytes")
         ts = time.time_ns() if ts_ns is None else checked_ts(ts_ns)
-        # acquire/release rather than ``with``: half the cost, on the hottest path.
-        self._lock.acquire()
-        try:
+        # ``with``, not acquire() then try: an interrupt checked for just after
+        # acquire() returns would leave the lock held and every later call waiting.
+        with self._lock:
             if self._closed:
                 raise ClosedError("closed", "recorder has ended")
             # Last: a call refused above must not add its kind to the session's dictionary.
@@ -168,8 +168,6 @@ class Recorder:
                     or len(self._ts) + len(self._checkpoints) >= BLOCK_MAX_ACTIONS):
                 self._cut_block()
             return seq
-        finally:
-            self._lock.release()
 
     def checkpoint(self, snapshot: object, *, ts_ns: SupportsIndex | None = None,
                    flush: bool = True) -> int:
@@ -193,6 +191,7 @@ class Recorder:
         with self._lock:
             if self._closed:
                 raise ClosedError("closed", "recorder has ended")
+            self._drop_appended()  # its id counts on from what is stored
             cid = self._live.checkpoint_count + len(self._checkpoints)
             self._checkpoints.append(PendingCheckpoint(cid, self._next_seq, ts, vtype, data))
             if flush:
@@ -208,13 +207,9 @@ class Recorder:
 
     def _cut_block(self) -> None:
         """Encode what is buffered into a block record (appended, not yet committed)."""
+        self._drop_appended()
         if not self._ts and not self._checkpoints:
             return
-        if (self._live.action_count != self._first_seq
-                or (self._checkpoints and self._checkpoints[0].id < self._live.checkpoint_count)):
-            self._drop_appended()
-            if not self._ts and not self._checkpoints:
-                return
         data = encode_block(self._live.session_id, self._first_seq, self._live.last_block_offset,
                             self._ts, self._codes,
                             self._flags, self._payloads, self._results, self._checkpoints)
@@ -237,6 +232,9 @@ class Recorder:
         session's counts say how far its blocks go, so the next cut trims first.
         """
         done = self._live.action_count - self._first_seq
+        if done <= 0 and not (self._checkpoints
+                              and self._checkpoints[0].id < self._live.checkpoint_count):
+            return  # the usual case: nothing buffered is stored yet
         if done > 0:
             for column in (self._ts, self._codes, self._flags, self._payloads, self._results):
                 del column[:done]

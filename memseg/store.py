@@ -138,6 +138,7 @@ class Store:
         self._located: Located
         self._mutex = threading.RLock()
         self._commit_lock = threading.Lock()
+        self._close_lock = threading.Lock()
         self._failed: WriteFailedError | None = None
         self._recorders: dict[uuid.UUID, Recorder] = {}
         # Where the bytes of a possibly acknowledged commit that this writer kept for
@@ -376,9 +377,31 @@ class Store:
             self._fh.write(offset, record)
         except OSError as exc:
             raise self._fail(exc) from exc
-        self._end = offset + len(record)
-        self._region_crc = crc32c(record, self._region_crc)
+        crc = crc32c(record, self._region_crc)
+        # One statement: an interrupt between the two would leave the region CRC
+        # behind the end, and the next commit unverifiable.
+        self._end, self._region_crc = offset + len(record), crc
         return offset
+
+    @contextlib.contextmanager
+    def _interrupt_fails_store(self) -> Iterator[None]:
+        """Around an append and the bookkeeping after it; caller holds the mutex.
+
+        An interrupt (KeyboardInterrupt, a signal handler that raised) between them
+        leaves the file holding bytes that the writer's state counts only in part,
+        and a later commit would describe them wrongly. As after a failed fsync, the
+        store then refuses further writes; reopening finds what the file holds.
+        """
+        start = self._end
+        try:
+            yield
+        except MemsegError:
+            raise
+        except BaseException as exc:
+            if self._end != start and self._failed is None:
+                self._failed = WriteFailedError(
+                    "write_failed", f"a write was interrupted ({type(exc).__name__})")
+            raise
 
     def start_session(self, name: str | None = None, meta: dict[str, Any] | None = None,
                       session_id: uuid.UUID | str | None = None) -> Recorder:
@@ -400,12 +423,13 @@ class Store:
                 raise ValueError(f"session {sid} already exists")
             record = encode_record(self._tag, Kind.SESSION,
                                    encode_session(SessionRecord(sid, created, name, meta_bytes)))
-            offset = self._append(record)
-            live = LiveSession(sid, name, meta_bytes, created, offset,
-                               last_activity_ns=created, stored_bytes=len(record))
-            self._stage_snapshot(live, None, end=False)
-            rec = Recorder(self, live)
-            self._recorders[sid] = rec
+            with self._interrupt_fails_store():
+                offset = self._append(record)
+                live = LiveSession(sid, name, meta_bytes, created, offset,
+                                   last_activity_ns=created, stored_bytes=len(record))
+                self._stage_snapshot(live, None, end=False)
+                rec = Recorder(self, live)
+                self._recorders[sid] = rec
         return rec
 
     def resume(self, key: uuid.UUID | str) -> Recorder:
@@ -447,19 +471,20 @@ class Store:
                 # A compaction moved the session while the block was encoded.
                 data = relink_payload(data, live.last_block_offset, self._end)
                 record = frame(self._tag, Kind.BLOCK, Codec.NONE, data, len(data))
-            offset = self._append(record)
-            live.recent.append((offset, actions, checkpoints))
-            live.last_block_offset = offset
-            live.unsnapshotted = True
-            live.action_count += actions
-            live.checkpoint_count += checkpoints
-            counts = live.kind_counts
-            for code, n in kind_tally.items():
-                if code >= len(counts):
-                    counts += [0] * (code + 1 - len(counts))
-                counts[code] += n
-            live.stored_bytes += len(record)
-            live.last_activity_ns = max(live.last_activity_ns, last_ts)
+            with self._interrupt_fails_store():
+                offset = self._append(record)
+                live.recent.append((offset, actions, checkpoints))
+                live.last_block_offset = offset
+                live.unsnapshotted = True
+                live.action_count += actions
+                live.checkpoint_count += checkpoints
+                counts = live.kind_counts
+                for code, n in kind_tally.items():
+                    if code >= len(counts):
+                        counts += [0] * (code + 1 - len(counts))
+                    counts[code] += n
+                live.stored_bytes += len(record)
+                live.last_activity_ns = max(live.last_activity_ns, last_ts)
 
     def _stage_snapshot(self, live: LiveSession, status: str | None, *, end: bool) -> int:
         """Write the session's snapshot and stage its TOC entry; returns the commit ticket."""
@@ -468,46 +493,47 @@ class Store:
             raise ValueError(f"status must be a str of at most {MAX_STATUS} bytes")
         with self._mutex:
             self._check_writable()
-            if (end or len(live.recent) >= RECENT_BLOCKS_MAX) and live.recent:
-                refs = np.array(live.recent, dtype=BLOCK_REF)
-                record = encode_record(self._tag, Kind.INDEX,
-                                       encode_index(live.session_id, refs, live.index_offset))
-                live.index_offset = self._append(record)
+            with self._interrupt_fails_store():
+                if (end or len(live.recent) >= RECENT_BLOCKS_MAX) and live.recent:
+                    refs = np.array(live.recent, dtype=BLOCK_REF)
+                    record = encode_record(self._tag, Kind.INDEX,
+                                           encode_index(live.session_id, refs, live.index_offset))
+                    live.index_offset = self._append(record)
+                    live.stored_bytes += len(record)
+                    live.index_block_count += len(live.recent)
+                    live.recent = []
+                ended_ns = time.time_ns() if end else None
+                if ended_ns is not None:
+                    live.last_activity_ns = max(live.last_activity_ns, ended_ns)
+                state = State.ENDED if end else State.ACTIVE
+                kinds = tuple(live.kinds)
+                # Kinds recorded but not yet in a block count 0 (the recorder adds a
+                # kind to the dictionary before any block holds it).
+                counts = (*live.kind_counts, *[0] * (len(kinds) - len(live.kind_counts)))
+                snap = Snapshot(
+                    live.session_id, live.session_offset, state, status, live.action_count,
+                    live.checkpoint_count, live.created_ns, live.last_activity_ns, ended_ns,
+                    live.index_offset, live.index_block_count, 0, live.last_block_offset,
+                    len(live.recent), kinds, counts,
+                )
+                payload = encode_snapshot(snap)
+                # stored_bytes counts the snapshot itself, so compute its size first.
+                record = encode_record(self._tag, Kind.SNAPSHOT, payload)
+                offset = self._append(record)
                 live.stored_bytes += len(record)
-                live.index_block_count += len(live.recent)
-                live.recent = []
-            ended_ns = time.time_ns() if end else None
-            if ended_ns is not None:
-                live.last_activity_ns = max(live.last_activity_ns, ended_ns)
-            state = State.ENDED if end else State.ACTIVE
-            kinds = tuple(live.kinds)
-            # Kinds recorded but not yet in a block count 0 (the recorder adds a
-            # kind to the dictionary before any block holds it).
-            counts = (*live.kind_counts, *[0] * (len(kinds) - len(live.kind_counts)))
-            snap = Snapshot(
-                live.session_id, live.session_offset, state, status, live.action_count,
-                live.checkpoint_count, live.created_ns, live.last_activity_ns, ended_ns,
-                live.index_offset, live.index_block_count, 0, live.last_block_offset,
-                len(live.recent), kinds, counts,
-            )
-            payload = encode_snapshot(snap)
-            # stored_bytes counts the snapshot itself, so compute its size first.
-            record = encode_record(self._tag, Kind.SNAPSHOT, payload)
-            offset = self._append(record)
-            live.stored_bytes += len(record)
-            self._toc.entries[live.session_id] = TocEntry(
-                live.session_id, offset, live.session_offset, live.created_ns,
-                live.last_activity_ns, ended_ns, live.action_count, live.checkpoint_count,
-                live.stored_bytes, state, live.name, status, live.meta,
-            )
-            self._dirty.add(live.session_id)
-            live.unsnapshotted = False
-            if end:
-                # Once its end is staged the session may be archived and compacted away
-                # before the recorder returns: it must not be a live recorder by then.
-                self._recorders.pop(live.session_id, None)
-            self._ticket += 1
-            return self._ticket
+                self._toc.entries[live.session_id] = TocEntry(
+                    live.session_id, offset, live.session_offset, live.created_ns,
+                    live.last_activity_ns, ended_ns, live.action_count, live.checkpoint_count,
+                    live.stored_bytes, state, live.name, status, live.meta,
+                )
+                self._dirty.add(live.session_id)
+                live.unsnapshotted = False
+                if end:
+                    # Once its end is staged the session may be archived and compacted away
+                    # before the recorder returns: it must not be a live recorder by then.
+                    self._recorders.pop(live.session_id, None)
+                self._ticket += 1
+                return self._ticket
 
     def _flush_session(self, live: LiveSession, status: str | None, *, end: bool) -> None:
         self._commit_through(self._stage_snapshot(live, status, end=end))
@@ -677,8 +703,12 @@ class Store:
 
     def close(self) -> None:
         """Flush open recorders (their sessions stay active), commit, unlock, unmap."""
-        if self._closed:
-            return
+        # One close at a time: a second caller waits for the first, then finds it done.
+        with self._close_lock:
+            if not self._closed:
+                self._close()
+
+    def _close(self) -> None:
         try:
             if self.mode == "a" and self._failed is None:
                 failure: Exception | None = None

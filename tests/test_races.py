@@ -428,9 +428,74 @@ def test_an_interrupt_between_a_blocks_append_and_the_buffer_reset_stores_nothin
             rec.flush()
         for i in range(10, 15):  # the caller carries on recording
             rec.record("k", i, ts_ns=i)
+        # Its id counts on from the stored checkpoint, not from the stale buffer.
+        assert rec.checkpoint({"at": 15}) == 1
         rec.end()
     assert not memseg.verify(store_path).problems
     with memseg.open(store_path) as reader:
         session = reader.session("s")
         assert [a.value() for a in session.actions] == list(range(15))
-        assert [c.value() for c in session.checkpoints] == [{"at": 10}]
+        assert [(c.id, c.value()) for c in session.checkpoints] == [(0, {"at": 10}), (1, {"at": 15})]
+
+
+def test_an_interrupt_after_a_blocks_bytes_fails_the_store(
+        store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An interrupt between a block's append and the session's bookkeeping left the block
+    referenced but not counted (or counted without its kinds): the next flush stored the
+    actions twice (count_mismatch) or committed wrong kind counts."""
+    with memseg.open(store_path, "a") as store:
+        rec = store.start_session(name="s")
+        rec.record("k", 0, ts_ns=0)
+        rec.flush()
+        real_append = store._append
+        armed: list[bool] = [True]
+
+        def append_then_interrupt(record: Any) -> int:
+            offset = real_append(record)
+            if armed and bytes(record[8:9]) == bytes([2]):  # a BLOCK record
+                armed.clear()
+                raise KeyboardInterrupt
+            return offset
+
+        monkeypatch.setattr(store, "_append", append_then_interrupt)
+        for i in range(1, 5):
+            rec.record("k", i, ts_ns=i)
+        with pytest.raises(KeyboardInterrupt):
+            rec.flush()
+        with pytest.raises(memseg.WriteFailedError):
+            rec.flush()
+    assert not memseg.verify(store_path).problems
+    with memseg.open(store_path) as reader:
+        assert [a.value() for a in reader.session("s").actions] == [0]
+        assert reader.session("s").actions.kind_counts() == {"k": 1}
+
+
+def test_two_threads_closing_a_store_both_return(store_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second close() in another thread ran while the first was closing recorders; it
+    closed the file, and the first then failed its commit with ClosedError."""
+    store = memseg.open(store_path, "a")
+    rec = store.start_session(name="s")
+    rec.record("k", 1)
+    errors: list[BaseException] = []
+
+    def close_and_keep(errors: list[BaseException]) -> None:
+        try:
+            store.close()
+        except BaseException as exc:  # any failure, reported below
+            errors.append(exc)
+
+    second = threading.Thread(target=close_and_keep, args=(errors,))
+    real_close_for_store = rec._close_for_store
+
+    def close_for_store_while_another_closes() -> None:
+        real_close_for_store()
+        second.start()
+        second.join(0.2)  # it runs now, unless it waits for this close to finish
+
+    monkeypatch.setattr(rec, "_close_for_store", close_for_store_while_another_closes)
+    close_and_keep(errors)
+    second.join()
+    assert errors == [] and store.closed
+    with memseg.open(store_path) as reader:
+        assert [a.value() for a in reader.session("s").actions] == [1]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from memseg.container import Commit, encode_file_header, encode_trailer_payload
-from memseg.errors import CorruptError, WriteFailedError
+from memseg.errors import CorruptError, MemsegError, WriteFailedError
 from memseg.format import COMPACT_SUFFIX, TRAILER, Codec, Kind, State
 from memseg.framing import encode_record, frame
 from memseg.fs import OS_FS, Buffer, FileHandle, FileSystem
@@ -124,29 +124,47 @@ def compact_store(store: Store, progress: Progress | None = None) -> CompactRepo
     """Compact a store open for writing; it goes on writing to the new file, lock held."""
     refuse_kept_commit(store)
     started = time.perf_counter()
-    _settle(store)
+    while True:
+        _cover_behind(store)
+        store.commit_staged()
+        # Both locks, with nothing staged: the new file's single commit is then the old
+        # file's last one. ``with`` blocks: an interrupt cannot leave a lock held.
+        with store._committing(), store._mutex:
+            if not store._dirty and not _behind(store):
+                return _rewrite(store, progress, started)
+
+
+def _rewrite(store: Store, progress: Progress | None, started: float) -> CompactReport:
+    """Write the new file and move the store onto it; the caller holds both locks."""
+    view = store._current()
+    old_maps = list(store._buffers)  # every map so far is of the file being replaced
+    before = store._end
+    kept = sorted((e for e in view.entries.values() if e.state != State.ARCHIVED),
+                  key=lambda e: e.session_offset)
+    dropped = tuple(sorted((e.session_id for e in view.entries.values()
+                            if e.state == State.ARCHIVED), key=lambda i: i.bytes))
+    plans = [plan_session(view, e, merge=True) for e in kept]
+    tmp = store.path + COMPACT_SUFFIX
     try:
-        view = store._current()
-        old_maps = list(store._buffers)  # every map so far is of the file being replaced
-        before = store._end
-        kept = sorted((e for e in view.entries.values() if e.state != State.ARCHIVED),
-                      key=lambda e: e.session_offset)
-        dropped = tuple(sorted((e.session_id for e in view.entries.values()
-                                if e.state == State.ARCHIVED), key=lambda i: i.bytes))
-        plans = [plan_session(view, e, merge=True) for e in kept]
-        tmp = store.path + COMPACT_SUFFIX
-        try:
-            assert store._fh is not None
-            new = _write(store._fs, store._fh, tmp, view, plans, progress)
-        except OSError as exc:
-            raise WriteFailedError("compact_failed", f"{exc.strerror or exc}; the file is "
-                                   "unchanged and the store still writes to it") from exc
+        assert store._fh is not None
+        new = _write(store._fs, store._fh, tmp, view, plans, progress)
+    except OSError as exc:
+        raise WriteFailedError("compact_failed", f"{exc.strerror or exc}; the file is "
+                               "unchanged and the store still writes to it") from exc
+    try:
         _install(store, tmp, new)
-        del view
-        _unmap(store, old_maps)
-    finally:
-        store._mutex.release()
-        store._commit_lock.release()
+    except MemsegError:
+        raise
+    except BaseException as exc:
+        # Interrupted around the rename or the move onto the new file: which file the
+        # store would write to, and whether its recorders point into it, is unknown.
+        if store._fh is not new.fh:
+            with contextlib.suppress(OSError):
+                new.fh.close()
+        store._mark_interrupted("a compaction", exc)
+        raise
+    del view
+    _unmap(store, old_maps)
     return CompactReport(
         store.path, before, new.end, len(kept), dropped,
         sum(c.blocks_in for c in new.copies), sum(c.block_count for c in new.copies),
@@ -182,25 +200,16 @@ def _behind(store: Store) -> list[LiveSession]:
     return out
 
 
-def _settle(store: Store) -> None:
-    """Commit everything staged, then hold the commit lock and mutex with nothing staged.
+def _cover_behind(store: Store) -> None:
+    """Stage a snapshot for each open recorder with blocks no snapshot covers yet.
 
-    Blocks a recorder cut on its own are covered by a snapshot first, or the
-    compaction would drop them as unreachable. Committing them before the
-    rewrite makes the new file's single commit the old file's last commit.
+    The compaction would drop such blocks as unreachable; committed before the
+    rewrite, they are the old file's last commit and the new file's single one.
     """
-    while True:
-        with store._mutex:
-            store._check_writable()
-            for live in _behind(store):
-                store._stage_snapshot(live, None, end=False)
-        store.commit_staged()
-        store._commit_lock.acquire()
-        store._mutex.acquire()
-        if not store._dirty and not _behind(store):
-            return
-        store._mutex.release()
-        store._commit_lock.release()
+    with store._mutex:
+        store._check_writable()
+        for live in _behind(store):
+            store._stage_snapshot(live, None, end=False)
 
 
 def _write(fs: FileSystem, src: FileHandle, tmp: str, view: View, plans: Sequence[SessionPlan],

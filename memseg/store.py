@@ -138,6 +138,10 @@ class Store:
         self._located: Located
         self._mutex = threading.RLock()
         self._commit_lock = threading.Lock()
+        # The thread holding the commit lock, so that a call from inside a commit or a
+        # compaction (a progress callback, a signal handler) fails instead of waiting for
+        # itself.
+        self._commit_owner: int | None = None
         self._close_lock = threading.Lock()
         self._failed: WriteFailedError | None = None
         self._recorders: dict[uuid.UUID, Recorder] = {}
@@ -398,10 +402,32 @@ class Store:
         except MemsegError:
             raise
         except BaseException as exc:
-            if self._end != start and self._failed is None:
-                self._failed = WriteFailedError(
-                    "write_failed", f"a write was interrupted ({type(exc).__name__})")
+            if self._end != start:
+                self._mark_interrupted("a write", exc)
             raise
+
+    def _mark_interrupted(self, what: str, exc: BaseException) -> None:
+        """Refuse further writes after an interrupt left the file and the writer's state
+        out of step; reopening finds what the file holds."""
+        with self._mutex:
+            if self._failed is None:
+                self._failed = WriteFailedError(
+                    "write_failed", f"{what} was interrupted ({type(exc).__name__})")
+
+    @contextlib.contextmanager
+    def _committing(self) -> Iterator[None]:
+        """Hold the commit lock, refusing a call from inside this thread's own commit or
+        compaction (it would wait for itself forever)."""
+        me = threading.get_ident()
+        if self._commit_owner == me:
+            raise StateError("reentrant", "called from inside this store's own commit or "
+                             "compaction (a progress callback, a signal handler)")
+        with self._commit_lock:
+            self._commit_owner = me
+            try:
+                yield
+            finally:
+                self._commit_owner = None
 
     def start_session(self, name: str | None = None, meta: dict[str, Any] | None = None,
                       session_id: uuid.UUID | str | None = None) -> Recorder:
@@ -540,7 +566,7 @@ class Store:
 
     def _commit_through(self, ticket: int) -> None:
         """Commit everything staged up to ``ticket``; concurrent callers share one commit."""
-        with self._commit_lock:
+        with self._committing():
             if self._durable_ticket >= ticket:
                 return  # a commit that started after our staging covered us
             if self._fh is None:
@@ -562,12 +588,9 @@ class Store:
                     # Interrupted mid-commit (KeyboardInterrupt, a signal handler that
                     # raised): whether the commit reached the disk, and which staged
                     # changes it holds, nobody knows here. As after a failed fsync,
-                    # refuse further writes; reopening finds what the file holds. (A TOC
-                    # too large to encode fails before: nothing written, store usable.)
-                    with self._mutex:
-                        if self._failed is None:
-                            self._failed = WriteFailedError(
-                                "write_failed", f"a commit was interrupted ({type(exc).__name__})")
+                    # refuse further writes. (A TOC too large to encode fails before:
+                    # nothing written, store usable.)
+                    self._mark_interrupted("a commit", exc)
                 raise
 
     def _write_commit(self, seq: int, prev: int, appended: list[bool]) -> None:
@@ -732,14 +755,16 @@ class Store:
         finally:
             # Both locks: a commit or compaction in another thread finishes first, and
             # no reader thread finds the handle gone without seeing the store closed.
-            with self._commit_lock, self._mutex:
-                self._closed = True
+            # Closed is set last: a close interrupted before then can be called again
+            # and releases the file's lock.
+            with self._committing(), self._mutex:
                 if self._fh is not None:
                     self._fh.close()
                     self._fh = None
                 for buf in self._buffers:
                     _close_buffer(buf)
                 self._buffers.clear()
+                self._closed = True
 
     @property
     def closed(self) -> bool:

@@ -499,3 +499,113 @@ def test_two_threads_closing_a_store_both_return(store_path: Path,
     assert errors == [] and store.closed
     with memseg.open(store_path) as reader:
         assert [a.value() for a in reader.session("s").actions] == [1]
+
+
+def _store_with_a_recorder_and_an_archived_session(path: Path) -> tuple[memseg.Store, Any]:
+    store = memseg.open(path, "a")
+    record_session(store, "gone", actions=5)
+    store.archive("gone")
+    rec = store.start_session(name="live")
+    rec.record("k", 0, ts_ns=0)
+    rec.flush()
+    return store, rec
+
+
+@pytest.mark.parametrize("where", ["rename", "switch"])
+def test_a_compaction_interrupted_around_its_rename_fails_the_store(
+        store_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """An interrupt between the new file's rename and the store's move onto it let later
+    flushes write to the replaced inode (acknowledged, then gone), or left a recorder
+    pointing into the old file (a corrupt session); the new file's lock leaked too."""
+    store, rec = _store_with_a_recorder_and_an_archived_session(store_path)
+    target = "rename" if where == "rename" else "_switch"
+    module = store._fs if where == "rename" else memseg.compactor
+    real = getattr(module, target)
+
+    def interrupted(*args: Any) -> Any:
+        if where == "rename":
+            real(*args)  # the new file is in place, the store not yet moved onto it
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, target, interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.compact()
+    monkeypatch.setattr(module, target, real)
+    with pytest.raises(memseg.WriteFailedError):
+        rec.flush()
+    store.close()
+    assert not memseg.verify(store_path).problems
+    with memseg.open(store_path, "a") as writer:  # no lock left behind
+        assert [a.value() for a in writer.session("live").actions] == [0]
+
+
+def test_a_close_interrupted_while_closing_the_file_can_be_called_again(
+        store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """close() marked the store closed before closing its file: interrupted between the
+    two, it left the descriptor open and locked, and a second close() did nothing."""
+    store, _ = _store_with_a_recorder_and_an_archived_session(store_path)
+    assert store._fh is not None
+    fh = store._fh
+    real_close = fh.close
+    calls: list[bool] = []
+
+    def interrupted_close() -> None:
+        if not calls:
+            calls.append(True)
+            raise KeyboardInterrupt
+        real_close()
+
+    monkeypatch.setattr(fh, "close", interrupted_close)
+    with pytest.raises(KeyboardInterrupt):
+        store.close()
+    store.close()
+    assert store.closed
+    memseg.open(store_path, "a").close()  # the lock was released
+
+
+def test_a_compaction_interrupted_while_taking_its_locks_releases_them(
+        store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compaction took the commit lock and the mutex with bare acquire() calls: an
+    interrupt before its try block left the commit lock held, and every later flush
+    and close() waited forever."""
+    store, rec = _store_with_a_recorder_and_an_archived_session(store_path)
+    real_behind = memseg.compactor._behind
+
+    def interrupted_behind(s: memseg.Store) -> Any:
+        if s._commit_lock.locked():
+            raise KeyboardInterrupt
+        return real_behind(s)
+
+    monkeypatch.setattr(memseg.compactor, "_behind", interrupted_behind)
+    with pytest.raises(KeyboardInterrupt):
+        store.compact()
+    monkeypatch.setattr(memseg.compactor, "_behind", real_behind)
+    flushed = threading.Thread(target=rec.flush, daemon=True)  # daemon: a hang fails, not blocks
+    flushed.start()
+    flushed.join(10)
+    assert not flushed.is_alive()
+    store.close()
+
+
+def test_closing_a_store_from_its_own_compactions_progress_callback_is_refused(
+        store_path: Path) -> None:
+    """close() from inside the compaction's progress callback waited for the commit lock
+    the compaction held: the thread hung for good."""
+    store, _ = _store_with_a_recorder_and_an_archived_session(store_path)
+    refused: list[BaseException] = []
+
+    def progress(done: int, total: int) -> None:
+        if not refused:
+            try:
+                store.close()
+            except memseg.StateError as exc:
+                refused.append(exc)
+
+    compaction = threading.Thread(target=store.compact, kwargs={"progress": progress},
+                                  daemon=True)  # daemon: a hang fails the test, not the run
+    compaction.start()
+    compaction.join(20)
+    assert not compaction.is_alive()
+    assert [e.reason for e in refused] == ["reentrant"]  # type: ignore[attr-defined]
+    store.close()
+    assert not memseg.verify(store_path).problems

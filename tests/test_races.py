@@ -175,16 +175,21 @@ def test_sweep_skips_a_due_session_archived_and_compacted_meanwhile(
         assert sorted(i.name or "" for i in archive.sessions()) == ["old-1", "old-2"]
 
 
+def _store_with_a_recorder_and_an_archived_session(path: Path) -> tuple[memseg.Store, Any]:
+    store = memseg.open(path, "a")
+    record_session(store, "gone", actions=5)
+    store.archive("gone")
+    rec = store.start_session(name="live")
+    rec.record("k", 0, ts_ns=0)
+    rec.flush()
+    return store, rec
+
+
 def test_close_waits_for_a_compaction_in_another_thread(store_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """close() cleared the recorders and closed the handle without any lock, under a
     compaction that was moving them (RuntimeError: dictionary changed size)."""
-    store = memseg.open(store_path, "a")
-    record_session(store, "gone", actions=5)
-    store.archive("gone")
-    rec = store.start_session(name="live")
-    rec.record("k", 1, ts_ns=1)
-    rec.flush()
+    store, rec = _store_with_a_recorder_and_an_archived_session(store_path)
     writing, release = threading.Event(), threading.Event()
     real_write = memseg.compactor._write
 
@@ -499,16 +504,6 @@ def test_two_threads_closing_a_store_both_return(store_path: Path,
     assert errors == [] and store.closed
     with memseg.open(store_path) as reader:
         assert [a.value() for a in reader.session("s").actions] == [1]
-
-
-def _store_with_a_recorder_and_an_archived_session(path: Path) -> tuple[memseg.Store, Any]:
-    store = memseg.open(path, "a")
-    record_session(store, "gone", actions=5)
-    store.archive("gone")
-    rec = store.start_session(name="live")
-    rec.record("k", 0, ts_ns=0)
-    rec.flush()
-    return store, rec
 
 
 @pytest.mark.parametrize("where", ["rename", "switch"])

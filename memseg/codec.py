@@ -73,7 +73,10 @@ def _not_json(value: object) -> object:
 
 
 def _dumps(value: object) -> bytes:
-    return orjson.dumps(value, default=_not_json, option=_STRICT)
+    try:
+        return orjson.dumps(value, default=_not_json, option=_STRICT)
+    except TypeError as exc:
+        raise TypeError(f"value is not JSON-serialisable: {exc}") from None
 
 
 def encode_value(value: object) -> tuple[int, bytes]:
@@ -83,10 +86,7 @@ def encode_value(value: object) -> tuple[int, bytes]:
     if kind is bytes:
         return _BYTES, value  # type: ignore[return-value]
     if kind is dict:
-        try:
-            return _JSON, _dumps(value)
-        except TypeError as exc:
-            raise TypeError(f"value is not JSON-serialisable: {exc}") from None
+        return _JSON, _dumps(value)
     if kind is str:
         return _STR, value.encode("utf-8")  # type: ignore[attr-defined]
     if value is None:
@@ -96,10 +96,7 @@ def encode_value(value: object) -> tuple[int, bytes]:
     if isinstance(value, str):
         return ValueType.STR, value.encode("utf-8")
     if isinstance(value, dict | list | tuple | int | float | bool):
-        try:
-            return ValueType.JSON, _dumps(value)
-        except TypeError as exc:
-            raise TypeError(f"value is not JSON-serialisable: {exc}") from None
+        return ValueType.JSON, _dumps(value)
     raise TypeError(
         f"payload must be bytes, str, or a JSON value (dict, list, ...), not {type(value).__name__}"
     )

@@ -69,6 +69,12 @@ _STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 def _not_json(value: object) -> object:
+    # orjson hands over subclasses it does not write itself; json.dumps writes these
+    # as their base type (numpy.float64 as a number, a namedtuple as an array).
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, tuple):
+        return list(value)
     raise TypeError(f"{type(value).__name__} is not a JSON value")
 
 

@@ -223,6 +223,7 @@ def _write(fs: FileSystem, src: FileHandle, tmp: str, view: View, plans: Sequenc
     try:
         # Locked before it is renamed into place, so no writer can slip in.
         fh.lock(0.0)
+        fh.set_access(src.access())
         header, tag = view.header, view.header.tag
         total = sum(p.source_bytes for p in plans)
         done = 0

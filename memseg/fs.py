@@ -6,18 +6,29 @@ drops unsynced writes and injects EIO/ENOSPC, so this interface is kept narrow.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import mmap
 import os
+import stat
 import time
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from memseg.errors import LockedError
 
 Buffer = bytes | memoryview | mmap.mmap
 # What writes accept: copies hand over views of a reused read buffer.
 Data = bytes | bytearray | memoryview
+
+
+class Access(NamedTuple):
+    """Who may use a file: its permission bits and owner. A compaction gives the new
+    file the old one's, so rewriting a private store does not open it to others."""
+
+    mode: int
+    uid: int
+    gid: int
 
 
 class FileHandle(Protocol):
@@ -32,6 +43,8 @@ class FileHandle(Protocol):
     def map(self, length: int) -> Buffer: ...
     def lock(self, timeout: float) -> None: ...
     def identity(self) -> tuple[int, int]: ...
+    def access(self) -> Access: ...
+    def set_access(self, access: Access) -> None: ...
     def close(self) -> None: ...
 
 
@@ -121,6 +134,19 @@ class OsFile:
         st = os.fstat(self._fd)
         return st.st_dev, st.st_ino
 
+    def access(self) -> Access:
+        st = os.fstat(self._fd)
+        return Access(stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+
+    def set_access(self, access: Access) -> None:
+        # Owner first: a chown may clear set-id bits that the chmod then restores.
+        # Only root may give a file away; anyone else keeps the file as theirs.
+        st = os.fstat(self._fd)
+        if (st.st_uid, st.st_gid) != (access.uid, access.gid):
+            with contextlib.suppress(PermissionError):
+                os.fchown(self._fd, access.uid, access.gid)
+        os.fchmod(self._fd, access.mode)
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
@@ -134,7 +160,8 @@ class OsFileSystem:
         flags = os.O_RDWR if write else os.O_RDONLY
         if create:
             flags |= os.O_CREAT
-        return OsFile(os.open(path, flags | os.O_CLOEXEC, 0o644), path)
+        # 0o666, as open() asks: the process's umask decides, as for any file it makes.
+        return OsFile(os.open(path, flags | os.O_CLOEXEC, 0o666), path)
 
     def identity(self, path: str) -> tuple[int, int] | None:
         try:

@@ -126,7 +126,10 @@ class Store:
             raise ValueError(f"sync must be 'commit' or 'none', not {sync!r}")
         if lock_timeout < 0:
             raise ValueError("lock_timeout must be >= 0")
-        self.path = os.fspath(path)
+        # Absolute and with symlinks resolved, once: a compaction renames its new file
+        # over this path, which must still name the same file after the process
+        # changes directory, and must replace the file a symlink points to, not the link.
+        self.path = os.path.realpath(os.fspath(path))
         self.mode = mode
         self.sync = sync
         self._fs = fs or OS_FS

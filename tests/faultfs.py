@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from memseg.errors import LockedError
-from memseg.fs import Buffer, Data, FileHandle
+from memseg.fs import Access, Buffer, Data, FileHandle
 
 DamageMode = Literal["keep", "drop", "garble", "mix", "torn", "sectors"]
 
@@ -94,6 +94,8 @@ class Inode:
     data: bytearray
     durable: bytes = b""
     pending: list[Op] = field(default_factory=list)
+    # Permission bits and owner: kept, not enforced (the simulation has one user).
+    access: Access = field(default_factory=lambda: Access(0o644, 0, 0))
 
 
 @dataclass(frozen=True)
@@ -285,6 +287,13 @@ class SimFile:
 
     def identity(self) -> tuple[int, int]:
         return (self._fs.device, self._inode.number)
+
+    def access(self) -> Access:
+        return self._inode.access
+
+    def set_access(self, access: Access) -> None:
+        self._fs._alive()
+        self._inode.access = access
 
     def close(self) -> None:
         # Closing never fails, even after a crash: it releases only memory.

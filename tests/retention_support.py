@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
 import memseg
-from memseg.fs import OS_FS, Buffer, Data, FileHandle, FileSystem
+from memseg.fs import OS_FS, Access, Buffer, Data, FileHandle, FileSystem
 
 T = TypeVar("T")
 DAY_NS = 86_400 * 1_000_000_000
@@ -169,6 +169,12 @@ class _StepFile:
 
     def identity(self) -> tuple[int, int]:
         return self._fs.step("fidentity", self._fh.identity)
+
+    def access(self) -> Access:
+        return self._fh.access()
+
+    def set_access(self, access: Access) -> None:
+        self._fs.step("set_access", lambda: self._fh.set_access(access))
 
     def close(self) -> None:
         self._fh.close()

@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -365,3 +366,36 @@ def test_objects_inside_a_json_value_that_json_refuses_are_refused(store_path: P
     with memseg.open(store_path) as reader:
         [action] = reader.session("s").actions
         assert action.value() == {"id": str(uuid.UUID(int=7))}
+
+
+class _Pair(NamedTuple):
+    a: int
+    b: object
+
+
+def test_float_and_tuple_subclasses_are_stored_as_json_dumps_writes_them(store_path: Path) -> None:
+    """numpy.float64 (a float subclass) and namedtuples were refused with TypeError,
+    though json.dumps writes them as a number and an array."""
+    values: list[object] = [np.float64(1.5), {"x": np.float64(-2.25)}, _Pair(1, "two"),
+                            {"p": [_Pair(3, _Pair(4, 5.0))]}]
+    with memseg.open(store_path, "a") as store, store.start_session(name="s") as rec:
+        for v in values:
+            rec.record("k", v, result=v)
+        rec.checkpoint(values)
+    with memseg.open(store_path) as reader:
+        s = reader.session("s")
+        got = [a.value() for a in s.actions]
+        assert got == [a.result_value() for a in s.actions]
+        assert got == [1.5, {"x": -2.25}, [1, "two"], {"p": [[3, [4, 5.0]]]}]
+        assert s.checkpoints[0].value() == got
+
+
+@pytest.mark.parametrize("big", [2**64, -(2**63) - 1, {"n": 2**80}])
+def test_integers_past_64_bits_are_refused(store_path: Path, big: object) -> None:
+    """orjson would read such an integer back as a float: refused, not silently rounded."""
+    with memseg.open(store_path, "a") as store, store.start_session(name="s") as rec:
+        with pytest.raises(TypeError, match="64-bit"):
+            rec.record("k", big)
+        rec.record("k", 2**64 - 1)
+    with memseg.open(store_path) as reader:
+        assert [a.value() for a in reader.session("s").actions] == [2**64 - 1]

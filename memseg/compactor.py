@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 from memseg.container import Commit, encode_file_header, encode_trailer_payload
@@ -25,7 +26,7 @@ from memseg.format import COMPACT_SUFFIX, TRAILER, Codec, Kind, State
 from memseg.framing import encode_record, frame
 from memseg.fs import OS_FS, Buffer, FileHandle, FileSystem
 from memseg.recorder import LiveSession
-from memseg.toc import Run, TocState, encode_toc
+from memseg.toc import Run, TocState, toc_records
 from memseg.transfer import Copied, FileRecords, SessionPlan, copy_session, plan_session
 from memseg.view import View
 
@@ -248,14 +249,16 @@ def _write(fs: FileSystem, src: FileHandle, tmp: str, view: View, plans: Sequenc
         if view.commit is not None:
             # Uncompressed, so sizes never depend on offsets (SweepReport
             # predicts compacted sizes exactly).
-            toc_offset = sink.append(encode_record(tag, Kind.TOC, encode_toc([], entries),
-                                                   allow_compress=False))
+            tocs, runs = toc_records(sink.end, [], entries,
+                                     partial(encode_record, tag, Kind.TOC, allow_compress=False))
+            for toc in tocs:
+                sink.append(toc)
+            toc_offset = runs[0][0].offset  # the last record, which the trailer names
             # The old file's last commit seq and time: the output depends on
             # the live content only, so compaction is deterministic.
             commit = Commit(sink.end, toc_offset, view.commit.seq, 0, view.commit.time_ns)
             sink.append(frame(tag, Kind.TRAILER, Codec.NONE, encode_trailer_payload(commit),
                               TRAILER.size))
-            runs = [(Run(toc_offset, len(entries)), frozenset(e.session_id for e in entries))]
         sink.flush()
         fh.sync()
     except BaseException:

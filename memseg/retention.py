@@ -23,7 +23,7 @@ from memseg.compactor import compact_store, refuse_kept_commit
 from memseg.container import kept_tail_start, refuse_damaged_commits
 from memseg.errors import CorruptError, MemsegError, StateError
 from memseg.format import FILE_HEADER, MAGIC, TOC_HEADER, TRAILER_RECORD_SIZE, State, record_size
-from memseg.toc import TocEntry, encode_toc
+from memseg.toc import TocEntry, entry_size, fits_one_record, uncompressed_toc_size
 from memseg.transfer import CountingSink, copy_session, plan_session
 from memseg.view import View, find_entry
 
@@ -231,26 +231,51 @@ def _item(e: TocEntry, size: int) -> SweepItem:
 def _fit(sized: Sequence[tuple[TocEntry, int]], cap: int) -> tuple[tuple[SweepItem, ...], int]:
     """The oldest ended sessions to drop so the compacted file fits ``cap``, and its size then.
 
-    A compacted file is the header, each kept session's records, one
-    uncompressed TOC and the trailer: every size is known exactly.
+    A compacted file is the header, each kept session's records, its uncompressed TOC
+    records and the trailer: every size is known exactly.
     """
-    def toc_bytes(e: TocEntry) -> int:
-        return len(encode_toc([], [e])) - TOC_HEADER.size
-
     sessions = sum(size for _, size in sized)
-    toc = TOC_HEADER.size + sum(toc_bytes(e) for e, _ in sized)
+    toc = sum(entry_size(e) for e, _ in sized)
+    candidates = sorted((p for p in sized if p[0].state == State.ENDED), key=lambda p: _age(p[0]))
+    if not fits_one_record(toc):
+        return _fit_large_toc(sized, candidates, cap)
 
     def total() -> int:
-        return FILE_HEADER.size + sessions + record_size(toc) + TRAILER_RECORD_SIZE
+        # One TOC record: its entries fit one record's budget, and dropping only shrinks it.
+        return FILE_HEADER.size + sessions + record_size(TOC_HEADER.size + toc) + TRAILER_RECORD_SIZE
 
     dropped: list[SweepItem] = []
-    for e, size in sorted((p for p in sized if p[0].state == State.ENDED), key=lambda p: _age(p[0])):
+    for e, size in candidates:
         if total() <= cap:
             break
         sessions -= size
-        toc -= toc_bytes(e)
+        toc -= entry_size(e)
         dropped.append(_item(e, size))
     return tuple(dropped), total()
+
+
+def _fit_large_toc(sized: Sequence[tuple[TocEntry, int]],
+                   candidates: Sequence[tuple[TocEntry, int]],
+                   cap: int) -> tuple[tuple[SweepItem, ...], int]:
+    """``_fit`` for a TOC split across records: the split moves as sessions are dropped,
+    so each size is computed whole (O(n)), and the number to drop is bisected."""
+    in_toc_order = sorted(sized, key=lambda p: p[0].session_id.bytes)
+
+    def total(k: int) -> int:
+        gone = {e.session_id for e, _ in candidates[:k]}
+        kept = [(e, size) for e, size in in_toc_order if e.session_id not in gone]
+        return (FILE_HEADER.size + sum(size for _, size in kept)
+                + uncompressed_toc_size([entry_size(e) for e, _ in kept]) + TRAILER_RECORD_SIZE)
+
+    lo, hi = 0, len(candidates)
+    if total(hi) <= cap:
+        while lo < hi:  # the fewest drops that fit
+            mid = (lo + hi) // 2
+            if total(mid) <= cap:
+                hi = mid
+            else:
+                lo = mid + 1
+    return tuple(_item(e, size) for e, size in candidates[:hi]), total(hi)
 
 
 def _archive_size(store: Store, path: str) -> tuple[int, Store | None]:

@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -61,7 +62,7 @@ from memseg.records import (
     encode_session,
     encode_snapshot,
 )
-from memseg.toc import Run, TocEntry, TocState, encode_toc, plan_commit
+from memseg.toc import TocEntry, TocState, plan_commit, toc_records
 from memseg.transfer import block_link, relink_payload
 from memseg.view import (
     Session,
@@ -604,18 +605,21 @@ class Store:
         with self._mutex:
             covered = self._ticket
             runs, ids = plan_commit(self._toc, self._dirty)
-            toc = encode_record(self._tag, Kind.TOC,
-                                encode_toc(runs, [self._toc.entries[i] for i in ids]))
+            # Encoded before anything is written: a TOC that cannot be encoded fails
+            # with the store unchanged.
+            tocs, written = toc_records(self._end, runs, [self._toc.entries[i] for i in ids],
+                                        partial(encode_record, self._tag, Kind.TOC))
             region_start = self._commit.end if self._commit else FILE_HEADER.size
             # A small commit is written whole and synced once; the trailer's
             # region CRC lets a reader reject it if the disk kept only part.
-            single = self._end + len(toc) - region_start <= SINGLE_SYNC_MAX_REGION
+            single = self._end + sum(map(len, tocs)) - region_start <= SINGLE_SYNC_MAX_REGION
             appended.append(True)
-            toc_offset = self._append(toc)
+            for toc in tocs:
+                self._append(toc)
+            toc_offset = written[0][0].offset  # the last record, which the trailer names
             self._dirty.clear()
             kept = {r.offset: ids_ for r, ids_ in self._toc.runs}
-            new_runs = [(Run(toc_offset, len(ids)), frozenset(ids))]
-            new_runs += [(r, kept[r.offset]) for r in runs]
+            new_runs = written + [(r, kept[r.offset]) for r in runs]
             if single:
                 commit = self._append_trailer(toc_offset, seq, prev, TRAILER_REGION_CHECKED)
         try:

@@ -9,7 +9,7 @@ commit rewrites O(log n) entries on average and open reads O(log n) records.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from memseg.codec import utf8
@@ -18,12 +18,14 @@ from memseg.format import (
     FILE_HEADER,
     FLAG_HAS_ENDED,
     MAX_NAME,
+    MAX_PAYLOAD,
     MAX_STATUS,
     TOC_ENTRY,
     TOC_HEADER,
     TOC_RUN,
     Kind,
     State,
+    record_size,
 )
 from memseg.framing import read_record
 
@@ -32,6 +34,12 @@ FLAG_HAS_STATUS = 0x04
 _KNOWN_FLAGS = FLAG_HAS_ENDED | FLAG_HAS_NAME | FLAG_HAS_STATUS
 _STATE_OF = {int(s): s for s in State}
 _STATES = frozenset(_STATE_OF)
+
+# Entry bytes (fixed part and strings) one TOC record holds at most. A commit whose
+# entries need more writes them across several records, the earlier ones named as
+# runs by the last (SPEC section 4, "Large TOCs"): every record stays far below
+# MAX_PAYLOAD, leaving room for the header and the run list.
+TOC_RECORD_BUDGET = MAX_PAYLOAD // 2
 
 
 # Not frozen: opening a store builds one per session per run, and a frozen
@@ -85,6 +93,73 @@ def encode_toc(runs: Sequence[Run], entries: Iterable[TocEntry]) -> bytes:
     head = TOC_HEADER.pack(len(runs), len(fixed), len(heap_bytes), 0)
     run_bytes = b"".join(TOC_RUN.pack(r.offset, r.count) for r in runs)
     return head + run_bytes + b"".join(fixed) + heap_bytes
+
+
+def entry_size(e: TocEntry) -> int:
+    """Bytes ``e`` takes in a TOC payload: its fixed part and its strings."""
+    name = len(e.name.encode()) if e.name is not None else 0
+    status = len(e.status.encode()) if e.status is not None else 0
+    return TOC_ENTRY.size + name + status + len(e.meta)
+
+
+def fits_one_record(entry_bytes: int) -> bool:
+    """Whether entries taking ``entry_bytes`` in all go to a single TOC record."""
+    return entry_bytes <= TOC_RECORD_BUDGET
+
+
+def split_entries(sizes: Sequence[int], budget: int) -> list[int]:
+    """How many entries each TOC record takes, in order: each as many as fit ``budget``
+    bytes (at least one). One record, possibly empty, when all fit."""
+    counts: list[int] = []
+    count = total = 0
+    for n in sizes:
+        if count and total + n > budget:
+            counts.append(count)
+            count = total = 0
+        count += 1
+        total += n
+    counts.append(count)
+    return counts
+
+
+def uncompressed_toc_size(sizes: Sequence[int]) -> int:
+    """File bytes of the uncompressed TOC records ``toc_records`` writes, with no older
+    runs, for entries of these ``entry_size``s in this order (as a compaction writes)."""
+    counts = split_entries(sizes, TOC_RECORD_BUDGET)
+    total = start = 0
+    for count in counts:
+        payload = TOC_HEADER.size + sum(sizes[start : start + count])
+        total += record_size(payload)
+        start += count
+    # The last record also names the others as runs.
+    return total - record_size(payload) + record_size(payload + (len(counts) - 1) * TOC_RUN.size)
+
+
+def toc_records(at: int, runs: Sequence[Run], entries: Sequence[TocEntry],
+                frame_toc: Callable[[bytes], bytes]
+                ) -> tuple[list[bytes], list[tuple[Run, frozenset[uuid.UUID]]]]:
+    """The framed TOC records of one commit, to be appended in order at offset ``at``.
+
+    ``entries`` are written inline; when they outgrow one record the earlier parts go to
+    records of their own, each a run of the last (newest first, before ``runs``). Returns
+    the records and the runs they add, newest first: the last record, which the trailer
+    names, comes first.
+    """
+    counts = split_entries([entry_size(e) for e in entries], TOC_RECORD_BUDGET)
+    records: list[bytes] = []
+    parts: list[tuple[Run, frozenset[uuid.UUID]]] = []
+    start = 0
+    for count in counts[:-1]:
+        part = entries[start : start + count]
+        record = frame_toc(encode_toc([], part))
+        parts.insert(0, (Run(at, count), frozenset(e.session_id for e in part)))
+        records.append(record)
+        at += len(record)
+        start += count
+    last = entries[start:]
+    records.append(frame_toc(encode_toc([r for r, _ in parts] + list(runs), last)))
+    parts.insert(0, (Run(at, len(last)), frozenset(e.session_id for e in last)))
+    return records, parts
 
 
 def decode_toc(payload: bytes, offset: int) -> tuple[list[Run], list[TocEntry]]:

@@ -96,6 +96,10 @@ class Mapped:
     header: FileHeader
     # Set when the file header itself failed to parse and the tag was inferred.
     header_error: MemsegError | None
+    # Reads bytes at an offset without the map (pread on a file): finding the newest
+    # commit scans the tail, which a writer may cut meanwhile, and touching cut pages
+    # of a map kills the process with SIGBUS.
+    read: Callable[[int, int], bytes]
 
 
 @contextlib.contextmanager
@@ -110,13 +114,15 @@ def mapped(path: str | os.PathLike[str]) -> Iterator[Mapped]:
     fh = OS_FS.open(spath, write=False, create=False)
     try:
         size, buf = map_whole(fh)
-    finally:
+    except BaseException:
         fh.close()
+        raise
     view: bytes | memoryview = memoryview(buf) if size else b""
     try:
         header, error = _header(view, size)
-        yield Mapped(spath, view, size, header, error)
+        yield Mapped(spath, view, size, header, error, fh.read)
     finally:
+        fh.close()
         if isinstance(view, memoryview):
             with contextlib.suppress(BufferError):
                 view.release()
@@ -137,7 +143,8 @@ def require_regular_file(path: str) -> None:
 def mapped_bytes(data: bytes, path: str = "<bytes>") -> Mapped:
     """A file's bytes held in memory, as ``mapped`` gives them (for fuzzing and tests)."""
     header, error = _header(data, len(data))
-    return Mapped(path, data, len(data), header, error)
+    return Mapped(path, data, len(data), header, error,
+                  lambda offset, length: data[offset : offset + length])
 
 
 def _header(buf: bytes | memoryview, size: int) -> tuple[FileHeader, MemsegError | None]:
@@ -346,10 +353,5 @@ def _record_map(m: Mapped, progress: Progress | None = None) -> list[RecordInfo]
 
 def open_view(m: Mapped) -> tuple[View, Located]:
     """The newest intact commit of a mapped file, as the library's reader sees it."""
-    buf = memoryview(m.buf)
-
-    def read(offset: int, length: int) -> bytes:
-        return bytes(buf[offset : offset + length])
-
-    view, located, _ = locate_view(read, buf, m.size, m.header)
+    view, located, _ = locate_view(m.read, memoryview(m.buf), m.size, m.header)
     return view, located

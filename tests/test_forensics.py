@@ -4,8 +4,12 @@ cut and damaged files. Nothing here may change the file it reads."""
 from __future__ import annotations
 
 import itertools
+import os
 import random
 import re
+import subprocess
+import sys
+import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -483,3 +487,56 @@ def test_verify_reports_a_value_that_does_not_decode(tmp_path: Path,
     report = memseg.verify(path)
     assert [p.reason for p in report.problems] == ["bad_value"]
     assert report.problems[0].offset == block.offset
+
+
+_DEAD_WRITER = """
+import os, sys, uuid, memseg
+store = memseg.open(sys.argv[1], "a")
+rec = store.start_session(name="s", session_id=uuid.UUID(int=1))
+rec.record("k", 1)
+rec.flush()
+blob = os.urandom(1 << 19)
+for _ in range(24):  # about 12 MiB of blocks, never committed
+    rec.record("k", blob)
+os._exit(0)
+"""
+
+# Runs a command of the CLI, paused after it mapped the file (as if preempted) until
+# the flag file is removed.
+_PAUSED_CLI = """
+import os, sys, time, memseg.cli, memseg.view
+flag, args = sys.argv[1], sys.argv[2:]
+locate = memseg.view.locate_commit
+def paused(*a, **k):
+    open(flag, "w").close()
+    deadline = time.monotonic() + 30
+    while os.path.exists(flag) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return locate(*a, **k)
+memseg.view.locate_commit = paused
+sys.exit(memseg.cli.main(args))
+"""
+
+
+@pytest.mark.parametrize("command", ["info", "ls"])
+def test_reading_commands_survive_a_writer_cutting_the_tail(tmp_path: Path, command: str) -> None:
+    """`memseg info` scanned the torn tail through its map: a writer cutting the tail
+    meanwhile killed it with SIGBUS. The scan reads with pread now."""
+    path, flag = tmp_path / "live.mseg", tmp_path / "paused"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    subprocess.run([sys.executable, "-c", _DEAD_WRITER, str(path)], env=env, check=True)
+    torn_size = path.stat().st_size
+    reader = subprocess.Popen([sys.executable, "-c", _PAUSED_CLI, str(flag), command, str(path)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not flag.exists() and reader.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert flag.exists(), reader.communicate()
+        memseg.open(path, "a").close()  # a new writer cuts the torn tail
+        assert path.stat().st_size < torn_size // 100
+    finally:
+        flag.unlink(missing_ok=True)
+    out, err = reader.communicate(timeout=60)
+    assert reader.returncode == 0, (reader.returncode, err.decode())
+    assert b"s" in out

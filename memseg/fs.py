@@ -13,6 +13,7 @@ import mmap
 import os
 import stat
 import time
+import weakref
 from typing import NamedTuple, Protocol
 
 from memseg.errors import LockedError
@@ -67,6 +68,12 @@ class OsFile:
         self._fd = fd
         self.path = path
 
+    def _forget_inherited(self) -> None:
+        """In a forked child: close the copy of a locked descriptor (see _LOCK_HOLDERS)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
     def size(self) -> int:
         return os.fstat(self._fd).st_size
 
@@ -84,6 +91,10 @@ class OsFile:
         return done
 
     def write(self, offset: int, data: Data) -> None:
+        if self._fd < 0:
+            # Only a forked child gets here with a store it inherited.
+            raise OSError(errno.EBADF, "file handle closed (a forked process inherited it: "
+                          "open the store again there)", self.path)
         view = memoryview(data)
         while view:
             written = os.pwrite(self._fd, view, offset)
@@ -124,6 +135,7 @@ class OsFile:
         while True:
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _LOCK_HOLDERS.add(self)
                 return
             except BlockingIOError:
                 if time.monotonic() >= deadline:
@@ -192,6 +204,21 @@ class OsFileSystem:
 
 
 OS_FS: FileSystem = OsFileSystem()
+
+# Descriptors holding a writer's lock. A forked child gets copies of them, and an flock
+# belongs to the open file description they share: a child outliving its killed parent
+# would keep the file locked, and a child that went on writing would interleave its
+# records with the parent's. So the child closes its copies at once; its inherited store
+# then fails to write instead (O_CLOEXEC covers exec, not fork).
+_LOCK_HOLDERS: weakref.WeakSet[OsFile] = weakref.WeakSet()
+
+
+def _release_inherited_locks() -> None:
+    for f in list(_LOCK_HOLDERS):
+        f._forget_inherited()
+
+
+os.register_at_fork(after_in_child=_release_inherited_locks)
 
 # How often map_whole measures again before giving up.
 _MAP_ATTEMPTS = 16

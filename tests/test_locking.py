@@ -142,3 +142,51 @@ def test_use_after_close_is_a_clear_error(store_path: Path) -> None:
     store.close()
     with pytest.raises(memseg.ClosedError):
         store.sessions()
+
+
+_FORKING_WRITER = textwrap.dedent("""
+    import os, sys, time, memseg
+    path, marker = sys.argv[1], sys.argv[2]
+    store = memseg.open(path, "a")
+    rec = store.start_session(name="s")
+    rec.record("k", "parent")
+    rec.flush()
+    pid = os.fork()
+    if pid == 0:  # a helper process that happens to inherit the store
+        rec.record("k", "child")
+        try:
+            rec.flush()
+            outcome = "wrote"
+        except memseg.WriteFailedError:
+            outcome = "refused"
+        with open(marker, "w") as f:
+            f.write(outcome)
+        time.sleep(60)
+        os._exit(0)
+    print(pid, flush=True)
+    time.sleep(60)
+""")
+
+
+def test_a_forked_child_neither_keeps_the_lock_nor_writes(tmp_path: Path) -> None:
+    """A child forked by the writer shared its locked descriptor: after a kill -9 of the
+    writer the file stayed locked as long as the child lived. The child now closes its
+    copy at the fork, and its inherited store refuses to write."""
+    path, marker = tmp_path / "s.mseg", tmp_path / "child"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    writer = subprocess.Popen([sys.executable, "-c", _FORKING_WRITER, str(path), str(marker)],
+                              env=env, stdout=subprocess.PIPE, text=True)
+    assert writer.stdout is not None
+    child = int(writer.stdout.readline())
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        writer.kill()
+        writer.wait()
+        assert marker.read_text() == "refused"
+        with memseg.open(path, "a") as store:  # the child still runs; the lock is free
+            assert [a.value() for a in store.session("s").actions] == ["parent"]
+    finally:
+        os.kill(child, 9)
+        writer.stdout.close()  # the child held it open too

@@ -18,9 +18,17 @@ from types import TracebackType
 import numpy as np
 
 from memseg.blocks import BlockView
+from memseg.codec import crc32c
 from memseg.container import Commit, Located, check_region, parse_trailer
 from memseg.errors import CorruptError, MemsegError, NotMemsegError, VersionError
-from memseg.format import FILE_HEADER, RECORD_HEADER, TRAILER_RECORD_SIZE, Kind, State
+from memseg.format import (
+    FILE_HEADER,
+    RECORD_HEADER,
+    TRAILER_RECORD_SIZE,
+    TRAILER_REGION_CHECKED,
+    Kind,
+    State,
+)
 from memseg.framing import parse_header, read_payload
 from memseg.model import SessionInfo
 from memseg.records import decode_index, decode_session, decode_snapshot
@@ -410,7 +418,7 @@ def verify_mapped(m: Mapped, progress: Progress | None = None) -> VerifyReport:
         report.notes.append(Problem(committed_end, "torn_tail", f"{m.size - committed_end} bytes "
                                     "after the last commit: a writer died or the copy was taken "
                                     "mid-write"))
-    _check_commits([c for c in commits.values() if c is not None], checker, report)
+    _check_commits([c for c in commits.values() if c is not None], checker, report, m)
     _check_sessions(m, report, checker, (lambda done, tot: progress(m.size + done * m.size // max(tot, 1),
                                                         2 * max(m.size, 1)))
                     if progress is not None else None)
@@ -418,12 +426,25 @@ def verify_mapped(m: Mapped, progress: Progress | None = None) -> VerifyReport:
     return report
 
 
-def _check_commits(commits: list[Commit], checker: _Checker, report: VerifyReport) -> None:
-    """Trailers chain back one to the next, seqs count up by one, each names its own TOC."""
+def _check_commits(commits: list[Commit], checker: _Checker, report: VerifyReport,
+                   m: Mapped) -> None:
+    """Trailers chain back one to the next, seqs count up by one, each names its own TOC,
+    and each region holds the bytes its writer wrote."""
     prev: Commit | None = None
     for commit in commits:
         at = commit.trailer_offset
         report.commits += 1
+        # Readers check the region only of one-fsync commits (SPEC section 3); a large
+        # commit's writer records its CRC too (a compaction writes 0). A mismatch there
+        # means bytes that are not the writer's, such as a copy taken while a new writer
+        # cut a dead one's tail and rewrote it: readers of the copy may then show the
+        # dead writer's uncommitted blocks in place of this commit's.
+        if (not commit.flags & TRAILER_REGION_CHECKED and commit.region_crc
+                and commit.region_start <= at
+                and crc32c(memoryview(m.buf)[commit.region_start : at]) != commit.region_crc):
+            checker.problem(at, "region_crc", f"commit {commit.seq}'s region "
+                            f"[{commit.region_start}, {at}) does not match its trailer's CRC: "
+                            "these bytes are not all the ones its writer wrote")
         expected_prev = prev.trailer_offset if prev else 0
         if commit.prev_trailer_offset != expected_prev:
             checker.problem(at, "commit_chain", f"previous trailer is "

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 import memseg
 from fuzz.corpus import payload_of, records, rewrite
 from memseg.codec import crc32c
-from memseg.forensics import info, open_readonly
+from memseg.forensics import info, open_readonly, verify_bytes
 from memseg.format import FILE_HEADER, Kind
 from memseg.scan import GAP, OK, TORN
 from tests.forensic_support import (
@@ -540,3 +540,32 @@ def test_reading_commands_survive_a_writer_cutting_the_tail(tmp_path: Path, comm
     out, err = reader.communicate(timeout=60)
     assert reader.returncode == 0, (reader.returncode, err.decode())
     assert b"s" in out
+
+
+def test_verify_finds_a_copy_stitched_across_a_writer_restart(tmp_path: Path) -> None:
+    """A copy read while a new writer cut a dead writer's tail and made a large commit
+    holds the dead writer's uncommitted blocks where the new commit's belong, with the
+    same session, seqs and counts: readers do not check a large commit's region and show
+    them (SPEC "Known problems"). verify checks the region CRC its writer recorded."""
+    live, dead = tmp_path / "live.mseg", tmp_path / "dead.mseg"
+    sid = uuid.UUID(int=7)
+    with memseg.open(live, "a") as first:
+        rec = first.start_session(name="s", session_id=sid)
+        rec.record("k", b"committed")
+        rec.flush()
+        for i in range(6):  # blocks appended, never committed
+            rec.record("k", b"dead writer %d " % i + random.Random(i).randbytes(350_000))
+        dead.write_bytes(live.read_bytes())  # the file as a writer dying now leaves it
+        committed_end = first.located.commit.end if first.located.commit else 0
+    torn = dead.read_bytes()
+    with memseg.open(dead, "a") as second:
+        rec = second.resume(sid)
+        for i in range(3):
+            rec.record("k", b"acknowledged %d " % i + random.Random(10 + i).randbytes(500_000))
+        rec.flush()  # a large commit: more than SINGLE_SYNC_MAX_REGION
+    after = dead.read_bytes()
+    cut = committed_end + (1_100_000 // 65536) * 65536  # where the copy tool was preempted
+    stitched = torn[:cut] + after[cut:]
+    assert verify_bytes(after).ok
+    report = verify_bytes(stitched)
+    assert "region_crc" in {p.reason for p in report.problems}

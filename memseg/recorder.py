@@ -20,6 +20,7 @@ from memseg.format import (
     CHECKPOINT_ENTRY,
     MAX_KIND,
     MAX_KINDS,
+    MAX_STATUS,
     MAX_VALUE,
     RESULT_SHIFT,
     ValueType,
@@ -27,6 +28,19 @@ from memseg.format import (
 
 _NO_RESULT = (int(ValueType.NONE), b"")
 _TS_MIN, _TS_LIMIT = -(1 << 63), 1 << 63
+
+
+def check_status(status: object) -> None:
+    """ValueError unless ``status`` is None or a str a snapshot can hold; checked before
+    anything is written, so a refused ``end()`` leaves the recorder as it was."""
+    if status is None:
+        return
+    try:
+        fits = isinstance(status, str) and len(status.encode()) <= MAX_STATUS
+    except UnicodeEncodeError:  # a lone surrogate
+        fits = False
+    if not fits:
+        raise ValueError(f"status must be a str of at most {MAX_STATUS} bytes of UTF-8")
 
 
 def checked_ts(ts_ns: object) -> int:
@@ -259,6 +273,7 @@ class Recorder:
 
     def end(self, status: str | None = "ok") -> None:
         """Seal the session: flush, mark it ended, commit. The recorder is closed after."""
+        check_status(status)
         with self._lock:
             if self._closed:
                 raise ClosedError("closed", "recorder has ended")

@@ -42,7 +42,6 @@ from memseg.format import (
     MAGIC,
     MAX_META,
     MAX_NAME,
-    MAX_STATUS,
     RECENT_BLOCKS_MAX,
     SINGLE_SYNC_MAX_REGION,
     TRAILER,
@@ -54,7 +53,7 @@ from memseg.format import (
 from memseg.framing import encode_record, frame
 from memseg.fs import OS_FS, Buffer, FileHandle, FileSystem, map_whole
 from memseg.model import SessionInfo
-from memseg.recorder import LiveSession, Recorder
+from memseg.recorder import LiveSession, Recorder, check_status
 from memseg.records import (
     SessionRecord,
     Snapshot,
@@ -518,9 +517,7 @@ class Store:
 
     def _stage_snapshot(self, live: LiveSession, status: str | None, *, end: bool) -> int:
         """Write the session's snapshot and stage its TOC entry; returns the commit ticket."""
-        if status is not None and (not isinstance(status, str)
-                                   or len(status.encode()) > MAX_STATUS):
-            raise ValueError(f"status must be a str of at most {MAX_STATUS} bytes")
+        check_status(status)
         with self._mutex:
             self._check_writable()
             with self._interrupt_fails_store():

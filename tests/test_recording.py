@@ -399,3 +399,24 @@ def test_integers_past_64_bits_are_refused(store_path: Path, big: object) -> Non
         rec.record("k", 2**64 - 1)
     with memseg.open(store_path) as reader:
         assert [a.value() for a in reader.session("s").actions] == [2**64 - 1]
+
+
+@pytest.mark.parametrize("status", ["x" * 1025, 7, "\ud800"])
+def test_a_refused_end_writes_nothing_and_leaves_the_recorder_usable(store_path: Path,
+                                                                     status: object) -> None:
+    """end() with a bad status cut the buffered actions into a block before refusing."""
+    with memseg.open(store_path, "a") as store:
+        rec = store.start_session(name="s")
+        rec.record("k", 1)
+        rec.flush()
+        rec.record("k", 2)
+        size = store_path.stat().st_size
+        with pytest.raises(ValueError, match="status"):
+            rec.end(status=status)  # type: ignore[arg-type]
+        assert store_path.stat().st_size == size
+        rec.record("k", 3)
+        rec.end(status="ok")
+    with memseg.open(store_path) as reader:
+        s = reader.session("s")
+        assert [a.value() for a in s.actions] == [1, 2, 3]
+        assert s.info.status == "ok"

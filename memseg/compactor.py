@@ -26,7 +26,7 @@ from memseg.format import COMPACT_SUFFIX, TRAILER, Codec, Kind, State
 from memseg.framing import encode_record, frame
 from memseg.fs import OS_FS, Buffer, FileHandle, FileSystem
 from memseg.recorder import LiveSession
-from memseg.toc import Run, TocState, toc_records
+from memseg.toc import RunGroup, TocState, toc_records
 from memseg.transfer import Copied, FileRecords, SessionPlan, copy_session, plan_session
 from memseg.view import View
 
@@ -245,15 +245,16 @@ def _write(fs: FileSystem, src: FileHandle, tmp: str, view: View, plans: Sequenc
                        for p in plans)
         entries = sorted((c.entry for c in copies), key=lambda e: e.session_id.bytes)
         commit: Commit | None = None
-        runs: list[tuple[Run, frozenset[uuid.UUID]]] = []
+        groups: list[RunGroup] = []
         if view.commit is not None:
             # Uncompressed, so sizes never depend on offsets (SweepReport
             # predicts compacted sizes exactly).
-            tocs, runs = toc_records(sink.end, [], entries,
-                                     partial(encode_record, tag, Kind.TOC, allow_compress=False))
+            tocs, group = toc_records(sink.end, [], entries,
+                                      partial(encode_record, tag, Kind.TOC, allow_compress=False))
             for toc in tocs:
                 sink.append(toc)
-            toc_offset = runs[0][0].offset  # the last record, which the trailer names
+            groups = [group]
+            toc_offset = group.runs[0].offset  # the last record, which the trailer names
             # The old file's last commit seq and time: the output depends on
             # the live content only, so compaction is deterministic.
             commit = Commit(sink.end, toc_offset, view.commit.seq, 0, view.commit.time_ns)
@@ -266,7 +267,7 @@ def _write(fs: FileSystem, src: FileHandle, tmp: str, view: View, plans: Sequenc
         with contextlib.suppress(OSError):
             fs.remove(tmp)
         raise
-    return _NewFile(fh, sink.end, commit, TocState({e.session_id: e for e in entries}, runs),
+    return _NewFile(fh, sink.end, commit, TocState({e.session_id: e for e in entries}, groups),
                     copies)
 
 

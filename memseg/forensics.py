@@ -161,7 +161,7 @@ def _toc_bytes(m: Mapped, commit: Commit) -> int:
     """Bytes of the records that make up a commit's table of contents, and its trailer."""
     state = load_toc(m.buf, commit.toc_offset, commit.trailer_offset, m.header.tag)
     runs = sum(parse_header(m.buf, run.offset, commit.trailer_offset, m.header.tag).end - run.offset
-               for run, _ in state.runs)
+               for group in state.groups for run in group.runs)
     return runs + TRAILER_RECORD_SIZE
 
 

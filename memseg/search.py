@@ -213,7 +213,8 @@ def search(source: str | os.PathLike[str] | Store | Rescued, pattern: str, *, re
     """Matching actions across all sessions (or ``sessions``), oldest session first.
 
     Patterns match the stored bytes (UTF-8 for text and JSON), so ``ignore_case`` folds
-    ASCII letters only ("É" does not match "é"). Damaged blocks raise CorruptError, or, with ``on_error``, are reported to it and skipped.
+    ASCII letters only ("É" does not match "é"). Damaged blocks raise CorruptError, or,
+    with ``on_error``, are reported to it and skipped.
     """
     rx = compile_pattern(pattern, regex=regex, ignore_case=ignore_case)
     kind_list = list(kinds) if kinds is not None else None

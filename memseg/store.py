@@ -601,10 +601,10 @@ class Store:
         assert self._fh is not None
         with self._mutex:
             covered = self._ticket
-            runs, ids = plan_commit(self._toc, self._dirty)
+            kept, ids = plan_commit(self._toc, self._dirty)
             # Encoded before anything is written: a TOC that cannot be encoded fails
             # with the store unchanged.
-            tocs, written = toc_records(self._end, runs, [self._toc.entries[i] for i in ids],
+            tocs, written = toc_records(self._end, kept, [self._toc.entries[i] for i in ids],
                                         partial(encode_record, self._tag, Kind.TOC))
             region_start = self._commit.end if self._commit else FILE_HEADER.size
             # A small commit is written whole and synced once; the trailer's
@@ -613,10 +613,8 @@ class Store:
             appended.append(True)
             for toc in tocs:
                 self._append(toc)
-            toc_offset = written[0][0].offset  # the last record, which the trailer names
+            toc_offset = written.runs[0].offset  # the last record, which the trailer names
             self._dirty.clear()
-            kept = {r.offset: ids_ for r, ids_ in self._toc.runs}
-            new_runs = written + [(r, kept[r.offset]) for r in runs]
             if single:
                 commit = self._append_trailer(toc_offset, seq, prev, TRAILER_REGION_CHECKED)
         try:
@@ -633,7 +631,7 @@ class Store:
             with self._mutex:
                 raise self._fail(exc) from exc
         with self._mutex:
-            self._toc.runs = new_runs
+            self._toc.groups = [written, *kept]
             self._commit = commit
             self._durable_ticket = covered
 

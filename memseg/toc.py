@@ -71,6 +71,21 @@ class Run:
     count: int
 
 
+@dataclass(frozen=True, slots=True)
+class RunGroup:
+    """The TOC records one commit wrote (one, or several when its entries were split),
+    newest first, and the ids they hold. The merge policy folds a group whole: split
+    records are each far smaller than their group, and folding them one by one would
+    cascade into rewriting every group at once."""
+
+    runs: tuple[Run, ...]
+    ids: frozenset[uuid.UUID]
+
+    @property
+    def count(self) -> int:
+        return sum(r.count for r in self.runs)
+
+
 def encode_toc(runs: Sequence[Run], entries: Iterable[TocEntry]) -> bytes:
     """TOC payload: header, runs (newest first), fixed entries, then the string heap."""
     fixed: list[bytes] = []
@@ -135,31 +150,30 @@ def uncompressed_toc_size(sizes: Sequence[int]) -> int:
     return total - record_size(payload) + record_size(payload + (len(counts) - 1) * TOC_RUN.size)
 
 
-def toc_records(at: int, runs: Sequence[Run], entries: Sequence[TocEntry],
-                frame_toc: Callable[[bytes], bytes]
-                ) -> tuple[list[bytes], list[tuple[Run, frozenset[uuid.UUID]]]]:
+def toc_records(at: int, kept: Sequence[RunGroup], entries: Sequence[TocEntry],
+                frame_toc: Callable[[bytes], bytes]) -> tuple[list[bytes], RunGroup]:
     """The framed TOC records of one commit, to be appended in order at offset ``at``.
 
     ``entries`` are written inline; when they outgrow one record the earlier parts go to
-    records of their own, each a run of the last (newest first, before ``runs``). Returns
-    the records and the runs they add, newest first: the last record, which the trailer
-    names, comes first.
+    records of their own, each a run of the last (newest first, before the runs of
+    ``kept``). Returns the records and the group they make; the group's first run is the
+    last record, which the trailer names.
     """
     counts = split_entries([entry_size(e) for e in entries], TOC_RECORD_BUDGET)
     records: list[bytes] = []
-    parts: list[tuple[Run, frozenset[uuid.UUID]]] = []
+    parts: list[Run] = []
     start = 0
     for count in counts[:-1]:
-        part = entries[start : start + count]
-        record = frame_toc(encode_toc([], part))
-        parts.insert(0, (Run(at, count), frozenset(e.session_id for e in part)))
+        record = frame_toc(encode_toc([], entries[start : start + count]))
+        parts.insert(0, Run(at, count))
         records.append(record)
         at += len(record)
         start += count
-    last = entries[start:]
-    records.append(frame_toc(encode_toc([r for r, _ in parts] + list(runs), last)))
-    parts.insert(0, (Run(at, len(last)), frozenset(e.session_id for e in last)))
-    return records, parts
+    older = [r for g in kept for r in g.runs]
+    records.append(frame_toc(encode_toc(parts + older, entries[start:])))
+    group = RunGroup((Run(at, len(entries) - start), *parts),
+                     frozenset(e.session_id for e in entries))
+    return records, group
 
 
 def decode_toc(payload: bytes, offset: int) -> tuple[list[Run], list[TocEntry]]:
@@ -227,8 +241,9 @@ class TocState:
     """Every session's entry, and the runs the newest TOC is made of."""
 
     entries: dict[uuid.UUID, TocEntry]
-    # Newest first, each with the ids it holds (the writer needs them to merge).
-    runs: list[tuple[Run, frozenset[uuid.UUID]]]
+    # The newest TOC and its runs, grouped by the commit that wrote them, newest first
+    # (the writer needs them to merge).
+    groups: list[RunGroup]
 
 
 def load_toc(buf: bytes | memoryview, toc_offset: int, limit: int, tag: int) -> TocState:
@@ -236,34 +251,49 @@ def load_toc(buf: bytes | memoryview, toc_offset: int, limit: int, tag: int) -> 
     _, payload = read_record(buf, toc_offset, limit, tag, Kind.TOC)
     runs, inline = decode_toc(payload, toc_offset)
     entries: dict[uuid.UUID, TocEntry] = {}
-    loaded: list[tuple[Run, frozenset[uuid.UUID]]] = [
-        (Run(toc_offset, len(inline)), frozenset(e.session_id for e in inline))
-    ]
+    # Newest first: each record's run, the ids it holds, and where it ends.
+    loaded = [(Run(toc_offset, len(inline)), frozenset(e.session_id for e in inline), 0)]
     for run in reversed(runs):  # oldest first, so newer entries win
-        _, run_payload = read_record(buf, run.offset, toc_offset, tag, Kind.TOC)
+        head, run_payload = read_record(buf, run.offset, toc_offset, tag, Kind.TOC)
         _, run_entries = decode_toc(run_payload, run.offset)
         if len(run_entries) != run.count:
             raise CorruptError("toc_run", "run entry count", offset=run.offset,
                                expected=run.count, actual=len(run_entries))
         for e in run_entries:
             entries[e.session_id] = e
-        loaded.insert(1, (run, frozenset(e.session_id for e in run_entries)))
+        loaded.insert(1, (run, frozenset(e.session_id for e in run_entries), head.end))
     for e in inline:
         entries[e.session_id] = e
-    return TocState(entries, loaded)
+    return TocState(entries, _grouped(loaded))
+
+
+def _grouped(loaded: Sequence[tuple[Run, frozenset[uuid.UUID], int]]) -> list[RunGroup]:
+    """Runs grouped by the commit that wrote them. One commit's TOC records are appended
+    back to back, and different commits' are always apart (a trailer at least lies
+    between), so a record ending where the next newer one starts belongs to its group."""
+    groups: list[tuple[list[Run], set[uuid.UUID]]] = []
+    newer_at = -1
+    for run, ids, end in loaded:
+        if end == newer_at:
+            groups[-1][0].append(run)
+            groups[-1][1].update(ids)
+        else:
+            groups.append(([run], set(ids)))
+        newer_at = run.offset
+    return [RunGroup(tuple(runs), frozenset(ids)) for runs, ids in groups]
 
 
 def plan_commit(
     state: TocState, changed: set[uuid.UUID]
-) -> tuple[list[Run], list[uuid.UUID]]:
-    """Choose the runs a new TOC keeps and the ids it writes inline.
+) -> tuple[list[RunGroup], list[uuid.UUID]]:
+    """Choose the run groups a new TOC keeps and the ids it writes inline.
 
-    While the new run is at least half the size of the newest existing run,
-    that run is folded into it, so run sizes at least double with age: open
-    reads O(log n) runs and each entry is rewritten O(log n) times.
+    While the new run is at least half the size of the newest existing group,
+    that group is folded into it, so group sizes at least double with age: open
+    reads O(log n) groups and each entry is rewritten O(log n) times.
     """
     pending = set(changed)
-    runs = list(state.runs)
-    while runs and 2 * len(pending) >= runs[0][0].count:
-        pending |= runs.pop(0)[1]
-    return [r for r, _ in runs], sorted(pending, key=lambda i: i.bytes)
+    groups = list(state.groups)
+    while groups and 2 * len(pending) >= groups[0].count:
+        pending |= groups.pop(0).ids
+    return groups, sorted(pending, key=lambda i: i.bytes)

@@ -109,3 +109,27 @@ def test_entries_past_the_record_limit_still_commit(tmp_path: Path) -> None:
     with memseg.open(path) as store:
         infos = store.sessions()
         assert len(infos) == 141 and infos[0].meta == meta
+
+
+def test_commit_cost_stays_logarithmic_after_a_split(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Split records were folded one by one: folding the first made the pending set big
+    enough to fold all the others, so every few commits rewrote the whole TOC. A commit's
+    records are folded as one group now."""
+    monkeypatch.setattr(memseg.toc, "TOC_RECORD_BUDGET", 20 * 320)  # about 20 entries
+    path = tmp_path / "wide.mseg"
+    with memseg.open(path, "a", sync="none") as store:
+        for i in range(1200):
+            with store.start_session(name=f"s{i:04d}", meta={"m": "x" * 200}) as rec:
+                rec.record("k", i)
+    memseg.compact(path)  # one group of 60 split records
+    start = path.stat().st_size
+    commits = 300
+    with memseg.open(path, "a", sync="none") as store:
+        for i in range(commits):  # a different session changes at each commit
+            store.archive([f"s{i:04d}"])
+    with mapped(path) as m:
+        toc = sum(r.length for r in walk(m) if r.kind == "TOC" and r.offset >= start)
+    # About 800 bytes: the changed entries, their merges, and a run list of 60 records.
+    assert toc / commits < 2000, toc / commits  # 5,700 before the fix
+    assert verify(path).ok

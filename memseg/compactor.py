@@ -220,7 +220,9 @@ def _write(fs: FileSystem, src: FileHandle, tmp: str, view: View, plans: Sequenc
     if fs.exists(tmp):
         # Never truncate a file in place: someone may have it mapped.
         fs.remove(tmp)
-    fh = fs.open(tmp, write=True, create=True)
+    # Private until it is the old file's: another user must not open it meanwhile and
+    # keep a descriptor that reads the whole store later.
+    fh = fs.open(tmp, write=True, create=True, mode=0o600)
     try:
         # Locked before it is renamed into place, so no writer can slip in.
         fh.lock(0.0)

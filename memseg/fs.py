@@ -52,7 +52,8 @@ class FileHandle(Protocol):
 class FileSystem(Protocol):
     """Path-level operations."""
 
-    def open(self, path: str, *, write: bool, create: bool) -> FileHandle: ...
+    def open(self, path: str, *, write: bool, create: bool,
+             mode: int = 0o666) -> FileHandle: ...
     def identity(self, path: str) -> tuple[int, int] | None: ...
     def rename(self, src: str, dst: str) -> None: ...
     def link(self, src: str, dst: str) -> None: ...
@@ -67,12 +68,22 @@ class OsFile:
     def __init__(self, fd: int, path: str) -> None:
         self._fd = fd
         self.path = path
+        self._inherited = False
 
-    def _forget_inherited(self) -> None:
-        """In a forked child: close the copy of a locked descriptor (see _LOCK_HOLDERS)."""
-        if self._fd >= 0:
-            os.close(self._fd)
+    def _give_up_inherited_lock(self) -> None:
+        """In a forked child: put a fresh read-only descriptor of the same file where the
+        copy of the locked one was (see _LOCK_HOLDERS). Reads go on working; writes fail."""
+        if self._fd < 0:
+            return
+        self._inherited = True
+        try:
+            fresh = os.open(f"/proc/self/fd/{self._fd}", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            os.close(self._fd)  # no /proc: no reads either, but the lock is let go
             self._fd = -1
+            return
+        os.dup2(fresh, self._fd, inheritable=False)  # closes the copy of the locked one
+        os.close(fresh)
 
     def size(self) -> int:
         return os.fstat(self._fd).st_size
@@ -91,10 +102,9 @@ class OsFile:
         return done
 
     def write(self, offset: int, data: Data) -> None:
-        if self._fd < 0:
-            # Only a forked child gets here with a store it inherited.
-            raise OSError(errno.EBADF, "file handle closed (a forked process inherited it: "
-                          "open the store again there)", self.path)
+        if self._inherited:
+            raise OSError(errno.EBADF, "a forked process cannot write through the store it "
+                          "inherited: open the store again there", self.path)
         view = memoryview(data)
         while view:
             written = os.pwrite(self._fd, view, offset)
@@ -151,13 +161,27 @@ class OsFile:
         return Access(stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
 
     def set_access(self, access: Access) -> None:
-        # Owner first: a chown may clear set-id bits that the chmod then restores.
-        # Only root may give a file away; anyone else keeps the file as theirs.
+        """Give the file ``access`` as far as this process may. Never fails: the file
+        keeps the (private) mode it was created with where a change is refused."""
         st = os.fstat(self._fd)
         if (st.st_uid, st.st_gid) != (access.uid, access.gid):
-            with contextlib.suppress(PermissionError):
-                os.fchown(self._fd, access.uid, access.gid)
-        os.fchmod(self._fd, access.mode)
+            # Only root may give a file away; the group alone may still be kept when this
+            # user belongs to it. Owner first: a chown may clear set-id bits the chmod
+            # then restores. (EINVAL too: an owner unmapped in this user namespace.)
+            for uid, gid in ((access.uid, access.gid), (-1, access.gid)):
+                try:
+                    os.fchown(self._fd, uid, gid)
+                    break
+                except OSError:
+                    continue
+            st = os.fstat(self._fd)
+        mode = access.mode
+        if st.st_gid != access.gid:
+            # The file is in another group now: what the old group might do, this one may
+            # not (a 0660 store must not become writable by the compacting user's group).
+            mode &= ~0o070
+        with contextlib.suppress(OSError):
+            os.fchmod(self._fd, mode)
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -168,12 +192,14 @@ class OsFile:
 class OsFileSystem:
     """The real file system."""
 
-    def open(self, path: str, *, write: bool, create: bool) -> FileHandle:
+    def open(self, path: str, *, write: bool, create: bool,
+             mode: int = 0o666) -> FileHandle:
+        """``mode`` for a file it creates, less the umask: 0o666 as open() asks, or less
+        for a file that must never be readable by others, not even for a moment."""
         flags = os.O_RDWR if write else os.O_RDONLY
         if create:
             flags |= os.O_CREAT
-        # 0o666, as open() asks: the process's umask decides, as for any file it makes.
-        return OsFile(os.open(path, flags | os.O_CLOEXEC, 0o666), path)
+        return OsFile(os.open(path, flags | os.O_CLOEXEC, mode), path)
 
     def identity(self, path: str) -> tuple[int, int] | None:
         try:
@@ -205,6 +231,16 @@ class OsFileSystem:
 
 OS_FS: FileSystem = OsFileSystem()
 
+
+def resolve_path(path: str) -> str:
+    """``path`` absolute, with symlinks resolved: the name of the file itself."""
+    real = os.path.realpath(path)
+    if not os.path.exists(real) and os.path.exists(path):
+        # /proc/self/fd/N (or /dev/fd/N) of an unlinked file or a memfd: the link reads
+        # "... (deleted)" or "/memfd:...", which names nothing; the link itself still opens.
+        return os.path.abspath(path)
+    return real
+
 # Descriptors holding a writer's lock. A forked child gets copies of them, and an flock
 # belongs to the open file description they share: a child outliving its killed parent
 # would keep the file locked, and a child that went on writing would interleave its
@@ -215,7 +251,7 @@ _LOCK_HOLDERS: weakref.WeakSet[OsFile] = weakref.WeakSet()
 
 def _release_inherited_locks() -> None:
     for f in list(_LOCK_HOLDERS):
-        f._forget_inherited()
+        f._give_up_inherited_lock()
 
 
 os.register_at_fork(after_in_child=_release_inherited_locks)

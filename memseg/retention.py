@@ -195,7 +195,7 @@ def _destination(store: Store, dest: str, lock_timeout: float) -> Iterator[Store
             yield d
         except MemsegError:
             if empty and d.commit is None:
-                store._fs.remove(dest)
+                store._fs.remove(d.path)  # the file it made, not a symlink naming it
             raise
 
 

@@ -51,7 +51,7 @@ from memseg.format import (
     State,
 )
 from memseg.framing import encode_record, frame
-from memseg.fs import OS_FS, Buffer, FileHandle, FileSystem, map_whole
+from memseg.fs import OS_FS, Buffer, FileHandle, FileSystem, map_whole, resolve_path
 from memseg.model import SessionInfo
 from memseg.recorder import LiveSession, Recorder, check_status
 from memseg.records import (
@@ -129,7 +129,7 @@ class Store:
         # Absolute and with symlinks resolved, once: a compaction renames its new file
         # over this path, which must still name the same file after the process
         # changes directory, and must replace the file a symlink points to, not the link.
-        self.path = os.path.realpath(os.fspath(path))
+        self.path = resolve_path(os.fspath(path))
         self.mode = mode
         self.sync = sync
         self._fs = fs or OS_FS

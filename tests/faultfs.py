@@ -363,7 +363,7 @@ class SimFS:
 
     # --- the FileSystem protocol ----------------------------------------------
 
-    def open(self, path: str, *, write: bool, create: bool) -> FileHandle:
+    def open(self, path: str, *, write: bool, create: bool, mode: int = 0o666) -> FileHandle:
         self._alive()
         key = _key(path)
         number = self.names.get(key)
@@ -372,6 +372,7 @@ class SimFS:
                 raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
             self._step()
             number = self._new_inode().number
+            self.inodes[number].access = Access(mode & 0o644, 0, 0)  # umask 022
             self.names[key] = number
             self.dir_pending.append(DirOp(os.path.dirname(key), "link", key, inode=number))
         return SimFile(self, self.inodes[number], path, write)

@@ -112,9 +112,9 @@ class StepFaultFS:
             fh.close()
         self._handles.clear()
 
-    def open(self, path: str, *, write: bool, create: bool) -> FileHandle:
+    def open(self, path: str, *, write: bool, create: bool, mode: int = 0o666) -> FileHandle:
         def op() -> FileHandle:
-            fh = self.base.open(path, write=write, create=create)
+            fh = self.base.open(path, write=write, create=create, mode=mode)
             self._handles.append(fh)
             return fh
         return _StepFile(self, self.step("open", op))

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import memseg
+from memseg.format import COMPACT_SUFFIX
+from memseg.fs import OS_FS, FileHandle
 from tests.retention_support import record_session
 
 
@@ -68,3 +73,97 @@ def test_compaction_keeps_the_file_mode(tmp_path: Path, mode: int) -> None:
     assert stat.S_IMODE(after.st_mode) == mode
     assert (after.st_uid, after.st_gid) == (before.st_uid, before.st_gid)
     assert _names(path) == ["keep"]
+
+
+def test_the_compacted_copy_is_private_from_the_moment_it_exists(tmp_path: Path) -> None:
+    """The temporary file was created 0644 and made 0600 only later: another user could
+    open it in between and keep a descriptor that reads the whole private store."""
+    path = tmp_path / "private.mseg"
+    _store_with_archived(path)
+    os.chmod(path, 0o600)
+    created: list[int] = []
+
+    class Watching:
+        def open(self, name: str, *, write: bool, create: bool, mode: int = 0o666) -> FileHandle:
+            fh = OS_FS.open(name, write=write, create=create, mode=mode)
+            if name.endswith(COMPACT_SUFFIX):
+                created.append(stat.S_IMODE(os.stat(name).st_mode))
+            return fh
+
+        def __getattr__(self, attr: str) -> Any:
+            return getattr(OS_FS, attr)
+
+    memseg.compact(path, fs=Watching())  # type: ignore[arg-type]
+    assert created and all(mode & 0o077 == 0 for mode in created), [oct(m) for m in created]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+_ALICE, _BOB, _DEVS, _BOBS_GROUP = 41000, 41001, 42000, 42001
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as two users")
+@pytest.mark.parametrize("bob_in_devs", [True, False])
+def test_compaction_by_another_user_never_opens_the_store_to_a_new_group(
+        bob_in_devs: bool) -> None:
+    """Alice's store is alice:devs 0660; Bob, who may write it, compacts it. Bob cannot
+    give the file to Alice; the group was dropped with the owner, and the 0660 then
+    applied to Bob's own group. Now the group is kept where Bob belongs to it, and the
+    group's rights are withheld where it cannot be."""
+    # Not under pytest's tmp_path: its parents are private to root.
+    shared = Path(tempfile.mkdtemp(prefix="memseg-shared-"))
+    os.chmod(shared, 0o777)
+    path = shared / "shared.mseg"
+    _store_with_archived(path)
+    os.chown(path, _ALICE, _DEVS)
+    os.chmod(path, 0o660 if bob_in_devs else 0o666)
+    pid = os.fork()
+    if pid == 0:  # Bob
+        code = 1
+        try:
+            os.setgroups([_DEVS] if bob_in_devs else [])
+            os.setgid(_BOBS_GROUP)
+            os.setuid(_BOB)
+            memseg.compact(path)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    after = path.stat()
+    assert after.st_uid == _BOB  # only root may give a file away
+    if bob_in_devs:
+        assert (after.st_gid, stat.S_IMODE(after.st_mode)) == (_DEVS, 0o660)
+    else:
+        assert (after.st_gid, stat.S_IMODE(after.st_mode)) == (_BOBS_GROUP, 0o606)
+    assert _names(path) == ["keep"]
+    shutil.rmtree(shared)
+
+
+def test_a_store_reached_through_its_descriptor_opens(tmp_path: Path) -> None:
+    """/proc/self/fd/N of an unlinked file resolves to a name ending "(deleted)", which
+    names nothing: such a path is kept as given."""
+    path = tmp_path / "gone.mseg"
+    _store_with_archived(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        path.unlink()
+        assert _names(f"/proc/self/fd/{fd}") == ["keep", "old"]
+    finally:
+        os.close(fd)
+
+
+def test_a_failed_export_into_a_dangling_symlink_keeps_the_link(tmp_path: Path) -> None:
+    """The export created the link's target, then on failure removed the link instead."""
+    src, target, link = tmp_path / "src.mseg", tmp_path / "target.mseg", tmp_path / "archive.mseg"
+    with memseg.open(src, "a") as store:
+        record_session(store, "s0", actions=20)
+        record_session(store, "s1", actions=20)
+    with memseg.open(src) as store:
+        last_block = int(store.session("s1").actions.refs["offset"][-1])
+    data = bytearray(src.read_bytes())
+    data[last_block + 200] ^= 0xFF  # inside the block's payload bytes
+    src.write_bytes(bytes(data))
+    link.symlink_to(target)
+    with memseg.open(src) as store, pytest.raises(memseg.CorruptError):
+        store.export(["s0", "s1"], link)
+    assert link.is_symlink() and not target.exists()

@@ -217,12 +217,14 @@ def _write(fs: FileSystem, src: FileHandle, tmp: str, view: View, plans: Sequenc
            progress: Progress | None) -> _NewFile:
     """Write, sync and lock the new file at ``tmp``, copying from ``src``, the file ``view``
     shows; on failure remove it."""
-    if fs.exists(tmp):
-        # Never truncate a file in place: someone may have it mapped.
+    # Never truncate a file in place: someone may have it mapped. Removed whatever it
+    # is (a dangling symlink too), then made anew: a link there must not be followed.
+    if fs.lexists(tmp):
         fs.remove(tmp)
     # Private until it is the old file's: another user must not open it meanwhile and
     # keep a descriptor that reads the whole store later.
-    fh = fs.open(tmp, write=True, create=True, mode=0o600)
+    fh = fs.open(tmp, write=True, create=True, mode=0o600, exclusive=True)
+    owner = os.getpid()
     try:
         # Locked before it is renamed into place, so no writer can slip in.
         fh.lock(0.0)
@@ -266,8 +268,11 @@ def _write(fs: FileSystem, src: FileHandle, tmp: str, view: View, plans: Sequenc
         fh.sync()
     except BaseException:
         fh.close()
-        with contextlib.suppress(OSError):
-            fs.remove(tmp)
+        # Not in a child forked from a progress callback, unwinding through these frames:
+        # the file is its parent's, which is still writing it.
+        if os.getpid() == owner:
+            with contextlib.suppress(OSError):
+                fs.remove(tmp)
         raise
     return _NewFile(fh, sink.end, commit, TocState({e.session_id: e for e in entries}, groups),
                     copies)

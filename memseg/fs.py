@@ -12,6 +12,7 @@ import fcntl
 import mmap
 import os
 import stat
+import threading
 import time
 import weakref
 from typing import NamedTuple, Protocol
@@ -24,12 +25,16 @@ Data = bytes | bytearray | memoryview
 
 
 class Access(NamedTuple):
-    """Who may use a file: its permission bits and owner. A compaction gives the new
-    file the old one's, so rewriting a private store does not open it to others."""
+    """Who may use a file: its permission bits, owner and POSIX ACL. A compaction gives
+    the new file the old one's, so rewriting a private store does not open it to others."""
 
     mode: int
     uid: int
     gid: int
+    acl: bytes | None = None  # the system.posix_acl_access attribute, if the file has one
+
+
+_ACL = "system.posix_acl_access"
 
 
 class FileHandle(Protocol):
@@ -53,13 +58,14 @@ class FileSystem(Protocol):
     """Path-level operations."""
 
     def open(self, path: str, *, write: bool, create: bool,
-             mode: int = 0o666) -> FileHandle: ...
+             mode: int = 0o666, exclusive: bool = False) -> FileHandle: ...
     def identity(self, path: str) -> tuple[int, int] | None: ...
     def rename(self, src: str, dst: str) -> None: ...
     def link(self, src: str, dst: str) -> None: ...
     def remove(self, path: str) -> None: ...
     def sync_dir(self, path: str) -> None: ...
     def exists(self, path: str) -> bool: ...
+    def lexists(self, path: str) -> bool: ...
 
 
 class OsFile:
@@ -70,9 +76,9 @@ class OsFile:
         self.path = path
         self._inherited = False
 
-    def _give_up_inherited_lock(self) -> None:
+    def _give_up_inherited(self) -> None:
         """In a forked child: put a fresh read-only descriptor of the same file where the
-        copy of the locked one was (see _LOCK_HOLDERS). Reads go on working; writes fail."""
+        copy of the writer's was (see _WRITE_HANDLES). Reads go on working; writes fail."""
         if self._fd < 0:
             return
         self._inherited = True
@@ -145,7 +151,6 @@ class OsFile:
         while True:
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                _LOCK_HOLDERS.add(self)
                 return
             except BlockingIOError:
                 if time.monotonic() >= deadline:
@@ -158,7 +163,11 @@ class OsFile:
 
     def access(self) -> Access:
         st = os.fstat(self._fd)
-        return Access(stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+        try:
+            acl: bytes | None = os.getxattr(self._fd, _ACL)
+        except OSError:  # none, or no extended attributes here
+            acl = None
+        return Access(stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, acl)
 
     def set_access(self, access: Access) -> None:
         """Give the file ``access`` as far as this process may. Never fails: the file
@@ -176,30 +185,53 @@ class OsFile:
                     continue
             st = os.fstat(self._fd)
         mode = access.mode
-        if st.st_gid != access.gid:
-            # The file is in another group now: what the old group might do, this one may
-            # not (a 0660 store must not become writable by the compacting user's group).
-            mode &= ~0o070
+        group_kept = st.st_gid == access.gid
+        if not group_kept:
+            # The file is in another group now: what the old group might do, the new one
+            # may not (a 0660 store must not become writable by the compacting user's
+            # group), and the old group's members count as others now: others keep only
+            # what both had (a 0606 store denied its group).
+            others = mode & 0o007 & (mode >> 3)
+            mode = (mode & ~0o077) | others
         with contextlib.suppress(OSError):
             os.fchmod(self._fd, mode)
+        if access.acl is not None:
+            # Named users and groups, and the mask over them; its group entry means the
+            # old group, so it is copied only if that group was kept.
+            try:
+                if not group_kept:
+                    raise OSError(errno.EPERM, "the file's group changed")
+                os.setxattr(self._fd, _ACL, access.acl)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.fchmod(self._fd, mode & ~0o077)  # nobody the ACL did not name
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        # Under the fork guard: a child forked between the two would take the number
+        # of a closed descriptor, maybe reused by another file, for this one's.
+        with _FORK_GUARD:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
 
 
 class OsFileSystem:
     """The real file system."""
 
     def open(self, path: str, *, write: bool, create: bool,
-             mode: int = 0o666) -> FileHandle:
+             mode: int = 0o666, exclusive: bool = False) -> FileHandle:
         """``mode`` for a file it creates, less the umask: 0o666 as open() asks, or less
-        for a file that must never be readable by others, not even for a moment."""
+        for a file that must never be readable by others, not even for a moment.
+        ``exclusive``: create it, or fail if anything, a symlink too, has the name."""
         flags = os.O_RDWR if write else os.O_RDONLY
         if create:
-            flags |= os.O_CREAT
-        return OsFile(os.open(path, flags | os.O_CLOEXEC, mode), path)
+            flags |= os.O_CREAT | (os.O_EXCL if exclusive else 0)
+        if not write:
+            return OsFile(os.open(path, flags | os.O_CLOEXEC, mode), path)
+        with _FORK_GUARD:  # a fork must not copy the descriptor before it is registered
+            f = OsFile(os.open(path, flags | os.O_CLOEXEC, mode), path)
+            _WRITE_HANDLES.add(f)
+        return f
 
     def identity(self, path: str) -> tuple[int, int] | None:
         try:
@@ -222,11 +254,20 @@ class OsFileSystem:
         fd = os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(fd)
+        except OSError as exc:
+            # EINVAL: a directory that cannot be synced (/proc/self/fd, some file
+            # systems); there is nothing to make durable there.
+            if exc.errno != errno.EINVAL:
+                raise
         finally:
             os.close(fd)
 
     def exists(self, path: str) -> bool:
         return os.path.exists(path)
+
+    def lexists(self, path: str) -> bool:
+        """Whether anything has the name, a dangling symlink too."""
+        return os.path.lexists(path)
 
 
 OS_FS: FileSystem = OsFileSystem()
@@ -241,20 +282,27 @@ def resolve_path(path: str) -> str:
         return os.path.abspath(path)
     return real
 
-# Descriptors holding a writer's lock. A forked child gets copies of them, and an flock
-# belongs to the open file description they share: a child outliving its killed parent
-# would keep the file locked, and a child that went on writing would interleave its
-# records with the parent's. So the child closes its copies at once; its inherited store
-# then fails to write instead (O_CLOEXEC covers exec, not fork).
-_LOCK_HOLDERS: weakref.WeakSet[OsFile] = weakref.WeakSet()
+# Every descriptor opened for writing (a writer's, which holds its lock, and a
+# compaction's new file). A forked child gets copies of them, and an flock belongs to
+# the open file description they share: a child outliving its killed parent would keep
+# the file locked, and a child that went on writing would interleave its records with
+# the parent's. So the child swaps its copies for read-only ones at once (O_CLOEXEC
+# covers exec, not fork). _FORK_GUARD keeps a fork from landing between an open and its
+# registration, and the registration before the lock is taken.
+_WRITE_HANDLES: weakref.WeakSet[OsFile] = weakref.WeakSet()
+_FORK_GUARD = threading.Lock()
 
 
-def _release_inherited_locks() -> None:
-    for f in list(_LOCK_HOLDERS):
-        f._give_up_inherited_lock()
+def _after_fork_in_child() -> None:
+    _FORK_GUARD.release()
+    for f in list(_WRITE_HANDLES):
+        # One that fails must not keep the others locked.
+        with contextlib.suppress(OSError):
+            f._give_up_inherited()
 
 
-os.register_at_fork(after_in_child=_release_inherited_locks)
+os.register_at_fork(before=_FORK_GUARD.acquire, after_in_parent=_FORK_GUARD.release,
+                    after_in_child=_after_fork_in_child)
 
 # How often map_whole measures again before giving up.
 _MAP_ATTEMPTS = 16

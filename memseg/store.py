@@ -131,6 +131,7 @@ class Store:
         # changes directory, and must replace the file a symlink points to, not the link.
         self.path = resolve_path(os.fspath(path))
         self.mode = mode
+        self._pid = os.getpid()  # a forked child may read through this store, not write
         self.sync = sync
         self._fs = fs or OS_FS
         self._buffers: list[Buffer] = []
@@ -233,7 +234,7 @@ class Store:
                 fh.truncate(committed)  # the torn tail of a writer that died
                 fh.sync()
             stale = self.path + COMPACT_SUFFIX
-            if self._fs.exists(stale):
+            if self._fs.lexists(stale):  # a dangling symlink too
                 self._fs.remove(stale)
         except BaseException:
             fh.close()
@@ -347,6 +348,10 @@ class Store:
         self._check_open()
         if self.mode != "a":
             raise ReadOnlyError("read_only", "store was opened read-only (mode 'r')")
+        if os.getpid() != self._pid:
+            # Its state is a copy of the parent's, which goes on writing the same file.
+            raise WriteFailedError("forked", "a forked process cannot write through a store "
+                                   "it inherited; open the store again there")
         if self._failed is not None:
             raise WriteFailedError("write_failed",
                                    f"an earlier write failed ({self._failed.detail}); reopen")

@@ -363,10 +363,13 @@ class SimFS:
 
     # --- the FileSystem protocol ----------------------------------------------
 
-    def open(self, path: str, *, write: bool, create: bool, mode: int = 0o666) -> FileHandle:
+    def open(self, path: str, *, write: bool, create: bool, mode: int = 0o666,
+             exclusive: bool = False) -> FileHandle:
         self._alive()
         key = _key(path)
         number = self.names.get(key)
+        if number is not None and create and exclusive:
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), path)
         if number is None:
             if not create:
                 raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
@@ -422,6 +425,9 @@ class SimFS:
     def exists(self, path: str) -> bool:
         self._alive()
         return _key(path) in self.names
+
+    def lexists(self, path: str) -> bool:
+        return self.exists(path)  # the simulation has no symlinks
 
     # --- after the crash --------------------------------------------------------
 

@@ -112,9 +112,11 @@ class StepFaultFS:
             fh.close()
         self._handles.clear()
 
-    def open(self, path: str, *, write: bool, create: bool, mode: int = 0o666) -> FileHandle:
+    def open(self, path: str, *, write: bool, create: bool, mode: int = 0o666,
+             exclusive: bool = False) -> FileHandle:
         def op() -> FileHandle:
-            fh = self.base.open(path, write=write, create=create, mode=mode)
+            fh = self.base.open(path, write=write, create=create, mode=mode,
+                                exclusive=exclusive)
             self._handles.append(fh)
             return fh
         return _StepFile(self, self.step("open", op))
@@ -136,6 +138,9 @@ class StepFaultFS:
 
     def exists(self, path: str) -> bool:
         return self.step("exists", lambda: self.base.exists(path))
+
+    def lexists(self, path: str) -> bool:
+        return self.step("lexists", lambda: self.base.lexists(path))
 
 
 class _StepFile:

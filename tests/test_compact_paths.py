@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import struct
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -84,8 +85,9 @@ def test_the_compacted_copy_is_private_from_the_moment_it_exists(tmp_path: Path)
     created: list[int] = []
 
     class Watching:
-        def open(self, name: str, *, write: bool, create: bool, mode: int = 0o666) -> FileHandle:
-            fh = OS_FS.open(name, write=write, create=create, mode=mode)
+        def open(self, name: str, *, write: bool, create: bool, mode: int = 0o666,
+                 exclusive: bool = False) -> FileHandle:
+            fh = OS_FS.open(name, write=write, create=create, mode=mode, exclusive=exclusive)
             if name.endswith(COMPACT_SUFFIX):
                 created.append(stat.S_IMODE(os.stat(name).st_mode))
             return fh
@@ -93,7 +95,7 @@ def test_the_compacted_copy_is_private_from_the_moment_it_exists(tmp_path: Path)
         def __getattr__(self, attr: str) -> Any:
             return getattr(OS_FS, attr)
 
-    memseg.compact(path, fs=Watching())  # type: ignore[arg-type]
+    memseg.compact(path, fs=Watching())
     assert created and all(mode & 0o077 == 0 for mode in created), [oct(m) for m in created]
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
@@ -102,9 +104,13 @@ _ALICE, _BOB, _DEVS, _BOBS_GROUP = 41000, 41001, 42000, 42001
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as two users")
-@pytest.mark.parametrize("bob_in_devs", [True, False])
+@pytest.mark.parametrize(("bob_in_devs", "before", "after"), [
+    (True, 0o660, 0o660),  # the group is kept
+    (False, 0o666, 0o606),  # the group cannot be: its rights go to no other group
+    (False, 0o606, 0o600),  # devs were denied: as others now, they still are
+])
 def test_compaction_by_another_user_never_opens_the_store_to_a_new_group(
-        bob_in_devs: bool) -> None:
+        bob_in_devs: bool, before: int, after: int) -> None:
     """Alice's store is alice:devs 0660; Bob, who may write it, compacts it. Bob cannot
     give the file to Alice; the group was dropped with the owner, and the 0660 then
     applied to Bob's own group. Now the group is kept where Bob belongs to it, and the
@@ -115,7 +121,7 @@ def test_compaction_by_another_user_never_opens_the_store_to_a_new_group(
     path = shared / "shared.mseg"
     _store_with_archived(path)
     os.chown(path, _ALICE, _DEVS)
-    os.chmod(path, 0o660 if bob_in_devs else 0o666)
+    os.chmod(path, before)
     pid = os.fork()
     if pid == 0:  # Bob
         code = 1
@@ -129,27 +135,29 @@ def test_compaction_by_another_user_never_opens_the_store_to_a_new_group(
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    after = path.stat()
-    assert after.st_uid == _BOB  # only root may give a file away
-    if bob_in_devs:
-        assert (after.st_gid, stat.S_IMODE(after.st_mode)) == (_DEVS, 0o660)
-    else:
-        assert (after.st_gid, stat.S_IMODE(after.st_mode)) == (_BOBS_GROUP, 0o606)
+    st = path.stat()
+    assert st.st_uid == _BOB  # only root may give a file away
+    assert (st.st_gid, stat.S_IMODE(st.st_mode)) == (_DEVS if bob_in_devs else _BOBS_GROUP, after)
     assert _names(path) == ["keep"]
     shutil.rmtree(shared)
 
 
 def test_a_store_reached_through_its_descriptor_opens(tmp_path: Path) -> None:
     """/proc/self/fd/N of an unlinked file resolves to a name ending "(deleted)", which
-    names nothing: such a path is kept as given."""
+    names nothing: such a path is kept as given. A new store there is made too (its
+    directory, /proc/self/fd, cannot be synced)."""
     path = tmp_path / "gone.mseg"
     _store_with_archived(path)
     fd = os.open(path, os.O_RDONLY)
+    empty = os.memfd_create("store")
     try:
         path.unlink()
         assert _names(f"/proc/self/fd/{fd}") == ["keep", "old"]
+        _store_with_archived(f"/proc/self/fd/{empty}")
+        assert _names(f"/proc/self/fd/{empty}") == ["keep", "old"]
     finally:
         os.close(fd)
+        os.close(empty)
 
 
 def test_a_failed_export_into_a_dangling_symlink_keeps_the_link(tmp_path: Path) -> None:
@@ -167,3 +175,38 @@ def test_a_failed_export_into_a_dangling_symlink_keeps_the_link(tmp_path: Path) 
     with memseg.open(src) as store, pytest.raises(memseg.CorruptError):
         store.export(["s0", "s1"], link)
     assert link.is_symlink() and not target.exists()
+
+
+def test_a_symlink_left_at_the_temporary_name_is_not_followed(tmp_path: Path) -> None:
+    """A dangling symlink at path + COMPACT_SUFFIX was kept (exists() is False for it) and
+    followed: the compacted store went to its target and the link replaced the store."""
+    path, elsewhere = tmp_path / "s.mseg", tmp_path / "elsewhere.mseg"
+    _store_with_archived(path)
+    Path(str(path) + COMPACT_SUFFIX).symlink_to(elsewhere)
+    memseg.compact(path)
+    assert not path.is_symlink() and not elsewhere.exists()
+    assert not Path(str(path) + COMPACT_SUFFIX).is_symlink()
+    assert _names(path) == ["keep"]
+
+
+def _acl(entries: list[tuple[int, int, int]]) -> bytes:
+    """A system.posix_acl_access value: version 2, then (tag, permissions, id) entries."""
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+
+
+def test_compaction_keeps_the_files_acl(tmp_path: Path) -> None:
+    """Only the mode was copied: the ACL's named users lost access, and its mask became
+    the group's permissions."""
+    path = tmp_path / "s.mseg"
+    _store_with_archived(path)
+    anyone, user_obj, user, group_obj, mask, other = 0xFFFFFFFF, 1, 2, 4, 0x10, 0x20
+    acl = _acl([(user_obj, 6, anyone), (user, 6, 50203), (group_obj, 4, anyone),
+                (mask, 6, anyone), (other, 0, anyone)])
+    try:
+        os.setxattr(path, "system.posix_acl_access", acl)
+    except OSError as exc:
+        pytest.skip(f"no POSIX ACLs here: {exc}")
+    mode = stat.S_IMODE(path.stat().st_mode)
+    memseg.compact(path)
+    assert os.getxattr(path, "system.posix_acl_access") == acl
+    assert stat.S_IMODE(path.stat().st_mode) == mode

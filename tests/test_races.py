@@ -265,8 +265,9 @@ def test_a_reader_maps_the_file_after_a_writer_cut_its_torn_tail(
     measured: list[Any] = []
 
     class CutFs:
-        def open(self, path: str, *, write: bool, create: bool, mode: int = 0o666) -> Any:
-            fh = OS_FS.open(path, write=write, create=create, mode=mode)
+        def open(self, path: str, *, write: bool, create: bool, mode: int = 0o666,
+                 exclusive: bool = False) -> Any:
+            fh = OS_FS.open(path, write=write, create=create, mode=mode, exclusive=exclusive)
             return _CutAfterSize(fh, store_path, committed, measured, regrow)
 
         def __getattr__(self, name: str) -> Any:

@@ -195,7 +195,11 @@ class OsFile:
             mode = (mode & ~0o077) | others
         with contextlib.suppress(OSError):
             os.fchmod(self._fd, mode)
-        if access.acl is not None:
+        if access.acl is None:
+            # The directory's default ACL may have given the new file one the old lacked.
+            with contextlib.suppress(OSError):
+                os.removexattr(self._fd, _ACL)
+        else:
             # Named users and groups, and the mask over them; its group entry means the
             # old group, so it is copied only if that group was kept.
             try:

@@ -210,3 +210,21 @@ def test_compaction_keeps_the_files_acl(tmp_path: Path) -> None:
     memseg.compact(path)
     assert os.getxattr(path, "system.posix_acl_access") == acl
     assert stat.S_IMODE(path.stat().st_mode) == mode
+
+
+def test_a_directory_default_acl_does_not_reach_the_compacted_copy(tmp_path: Path) -> None:
+    """A default ACL given to the directory after the store was made would have given the
+    compacted copy named users the old file did not have."""
+    path = tmp_path / "s.mseg"
+    _store_with_archived(path)
+    anyone, user_obj, user, group_obj, mask, other = 0xFFFFFFFF, 1, 2, 4, 0x10, 0x20
+    try:
+        os.setxattr(tmp_path, "system.posix_acl_default",
+                    _acl([(user_obj, 7, anyone), (user, 7, 50203), (group_obj, 5, anyone),
+                          (mask, 7, anyone), (other, 5, anyone)]))
+    except OSError as exc:
+        pytest.skip(f"no POSIX ACLs here: {exc}")
+    mode = stat.S_IMODE(path.stat().st_mode)
+    memseg.compact(path)
+    assert "system.posix_acl_access" not in os.listxattr(path)
+    assert stat.S_IMODE(path.stat().st_mode) == mode

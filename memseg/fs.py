@@ -74,14 +74,13 @@ class OsFile:
     def __init__(self, fd: int, path: str) -> None:
         self._fd = fd
         self.path = path
-        self._inherited = False
 
     def _give_up_inherited(self) -> None:
         """In a forked child: put a fresh read-only descriptor of the same file where the
-        copy of the writer's was (see _WRITE_HANDLES). Reads go on working; writes fail."""
+        copy of the writer's was (see _WRITE_HANDLES). Reads go on working; a write fails
+        with EBADF, though the store refuses it first (``Store._check_writable``)."""
         if self._fd < 0:
             return
-        self._inherited = True
         try:
             fresh = os.open(f"/proc/self/fd/{self._fd}", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
@@ -108,9 +107,6 @@ class OsFile:
         return done
 
     def write(self, offset: int, data: Data) -> None:
-        if self._inherited:
-            raise OSError(errno.EBADF, "a forked process cannot write through the store it "
-                          "inherited: open the store again there", self.path)
         view = memoryview(data)
         while view:
             written = os.pwrite(self._fd, view, offset)

@@ -30,7 +30,7 @@ _NO_RESULT = (int(ValueType.NONE), b"")
 _TS_MIN, _TS_LIMIT = -(1 << 63), 1 << 63
 
 
-def check_status(status: object) -> None:
+def _check_status(status: object) -> None:
     """ValueError unless ``status`` is None or a str a snapshot can hold; checked before
     anything is written, so a refused ``end()`` leaves the recorder as it was."""
     if status is None:
@@ -273,7 +273,7 @@ class Recorder:
 
     def end(self, status: str | None = "ok") -> None:
         """Seal the session: flush, mark it ended, commit. The recorder is closed after."""
-        check_status(status)
+        _check_status(status)
         with self._lock:
             if self._closed:
                 raise ClosedError("closed", "recorder has ended")

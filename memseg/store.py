@@ -53,7 +53,7 @@ from memseg.format import (
 from memseg.framing import encode_record, frame
 from memseg.fs import OS_FS, Buffer, FileHandle, FileSystem, map_whole, resolve_path
 from memseg.model import SessionInfo
-from memseg.recorder import LiveSession, Recorder, check_status
+from memseg.recorder import LiveSession, Recorder
 from memseg.records import (
     SessionRecord,
     Snapshot,
@@ -521,8 +521,8 @@ class Store:
                 live.last_activity_ns = max(live.last_activity_ns, last_ts)
 
     def _stage_snapshot(self, live: LiveSession, status: str | None, *, end: bool) -> int:
-        """Write the session's snapshot and stage its TOC entry; returns the commit ticket."""
-        check_status(status)
+        """Write the session's snapshot and stage its TOC entry; returns the commit ticket.
+        ``status`` was checked by ``Recorder.end``, the only caller that passes one."""
         with self._mutex:
             self._check_writable()
             with self._interrupt_fails_store():

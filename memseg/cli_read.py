@@ -318,10 +318,10 @@ def _print_actions(out: Out, actions: list[Action], t0: int, full: bool) -> None
         return
     for a, row in zip(actions, rows, strict=True):
         out.line(out.style(f"#{row[0]}  {row[1]}  {row[2]}", "bold"))
-        out.line(pretty(a.payload_type, a.payload))
+        out.block(pretty(a.payload_type, a.payload))
         if a.result is not None:
             out.line(out.style("-> result", "dim"))
-            out.line(pretty(a.result_type, a.result))
+            out.block(pretty(a.result_type, a.result))
         out.line()
 
 
@@ -354,7 +354,7 @@ def cmd_cat(args: argparse.Namespace, out: Out) -> int:
     for i, (name, vtype, data) in enumerate(parts):
         if args.part == "both":
             out.line(out.style(f"--- {name} ({type_name(vtype)}, {len(data)} bytes)", "dim"))
-        out.line(pretty(vtype, data))
+        out.block(pretty(vtype, data))
         if i + 1 < len(parts):
             out.line()
     return EXIT_OK

@@ -7,6 +7,8 @@ import dataclasses
 import datetime as dt
 import enum
 import os
+import re
+import secrets
 import shutil
 import sys
 import time
@@ -23,6 +25,29 @@ _STYLES = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", 
 _STATE_STYLE = {"active": "green", "ended": "blue", "archived": "dim"}
 _TYPE_NAMES = {ValueType.BYTES: "bytes", ValueType.STR: "str", ValueType.JSON: "json",
                ValueType.NONE: "none"}
+# Characters a terminal acts on instead of showing: C0 and C1 controls, DEL, the line and
+# paragraph separators, and the bidirectional marks, overrides and isolates that reorder
+# a line as displayed. Names, kinds, metadata and values come from the file, which may be
+# a copy from anywhere: printed raw, they could move the cursor, clear the screen, retitle
+# the terminal, hide text or start new table rows. Human output shows them escaped.
+_UNSAFE_REST = r"\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_UNSAFE_INLINE = re.compile(rf"[\x00-\x1f{_UNSAFE_REST}]")
+# A block of text (a payload shown whole) keeps its line breaks and tabs.
+_UNSAFE_BLOCK = re.compile(rf"[\x00-\x08\x0b-\x1f{_UNSAFE_REST}]")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str, *, block: bool = False) -> str:
+    """``text`` with the characters a terminal would act on written as ``\\xNN``/``\\uNNNN``.
+
+    ``block`` keeps line breaks and tabs (a multi-line value); otherwise they are escaped
+    too, so one name stays on one line. Backslashes are left alone: --json gives exact values.
+    """
+    return (_UNSAFE_BLOCK if block else _UNSAFE_INLINE).sub(_escape_char, text)
 
 
 def _default(obj: object) -> Any:
@@ -71,7 +96,7 @@ def preview(value_type: int, data: bytes | None, width: int) -> str:
         text = f"<{len(data)} bytes> {data[:16].hex(' ')}"
     else:
         text = data.decode("utf-8", "replace")
-    text = " ".join(text.split())
+    text = printable(" ".join(text.split()))
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
@@ -137,17 +162,46 @@ class Out:
         self.show_progress = tty and _isatty(self.stderr)
         # With --json or --jsonl, messages on stderr are JSON objects too, one a line.
         self.json_errors = False
+        # `style` marks its colour codes with a token drawn now, which no file can hold
+        # ahead of time; output escapes every control character but the marked codes.
+        mark = f"\ue000{secrets.token_hex(8)}\ue001"
+        self._mark = mark
+        self._own_style = re.compile(re.escape(mark) + r"(\x1b\[[0-9;]*m)")
 
     def line(self, text: str = "") -> None:
-        """Write one line to stdout."""
-        self.stdout.write(text + "\n")
+        """Write one line to stdout; what it holds from the file is shown escaped."""
+        self.stdout.write(self._emit(text) + "\n")
+
+    def block(self, text: str) -> None:
+        """Write lines of text (a value shown whole): line breaks and tabs are kept."""
+        self.stdout.write(self._emit(text, block=True) + "\n")
 
     def style(self, text: str, *styles: str) -> str:
         """``text`` in colour when writing to a terminal."""
         if not self.color or not styles:
             return text
         codes = ";".join(_STYLES[s] for s in styles if s in _STYLES)
-        return f"\x1b[{codes}m{text}\x1b[0m"
+        return f"{self._mark}\x1b[{codes}m{text}{self._mark}\x1b[0m"
+
+    def _clean(self, text: str, *, block: bool = False) -> str:
+        """``text`` made printable, keeping the colour codes `style` marked (still marked)."""
+        if self._mark not in text:
+            return printable(text, block=block)
+        parts, at = [], 0
+        for m in self._own_style.finditer(text):
+            parts.append(printable(text[at : m.start()], block=block))
+            parts.append(m.group())
+            at = m.end()
+        parts.append(printable(text[at:], block=block))
+        return "".join(parts)
+
+    def _emit(self, text: str, *, block: bool = False) -> str:
+        """``text`` as written: printable, with `style`'s colour codes unmarked."""
+        return self._own_style.sub(r"\1", self._clean(text, block=block))
+
+    def _visible_len(self, text: str) -> int:
+        """Length of a cleaned ``text`` as shown, without colour codes."""
+        return len(self._own_style.sub("", text))
 
     def state(self, state: str) -> str:
         """A session state, coloured."""
@@ -167,7 +221,7 @@ class Out:
             obj = dict(record) if record else {"message": text}
             self.stderr.write(to_json(obj, indent=False).decode() + "\n")
         else:
-            self.stderr.write(f"memseg: {text}\n")
+            self.stderr.write(f"memseg: {self._emit(text)}\n")
 
     def fields(self, pairs: Sequence[tuple[str, object]]) -> None:
         """Aligned ``name: value`` lines."""
@@ -178,18 +232,18 @@ class Out:
     def table(self, headers: Sequence[str], rows: Sequence[Sequence[object]],
               right: Sequence[int] = ()) -> None:
         """A plain-text table; columns in ``right`` are right-aligned."""
-        cells = [[str(c) for c in row] for row in rows]
+        cells = [[self._clean(str(c)) for c in row] for row in rows]
         widths = [len(h) for h in headers]
         for row in cells:
             for i, cell in enumerate(row):
-                widths[i] = max(widths[i], _visible_len(cell))
+                widths[i] = max(widths[i], self._visible_len(cell))
         head = "  ".join(h.rjust(w) if i in right else h.ljust(w)
                          for i, (h, w) in enumerate(zip(headers, widths, strict=True)))
         self.line(self.style(head.rstrip(), "bold"))
         for row in cells:
             parts = []
             for i, cell in enumerate(row):
-                pad = " " * (widths[i] - _visible_len(cell))
+                pad = " " * (widths[i] - self._visible_len(cell))
                 parts.append(pad + cell if i in right else cell + pad)
             self.line("  ".join(parts).rstrip())
 
@@ -215,20 +269,6 @@ def _isatty(stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
-
-
-def _visible_len(text: str) -> int:
-    """Length without colour escapes."""
-    if "\x1b[" not in text:
-        return len(text)
-    out, i = 0, 0
-    while i < len(text):
-        if text.startswith("\x1b[", i):
-            i = text.index("m", i) + 1
-            continue
-        out += 1
-        i += 1
-    return out
 
 
 class _Bar:

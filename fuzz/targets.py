@@ -181,8 +181,59 @@ def _salvage(salvage: Callable[..., Any], path: str) -> None:
             raise ViolationError(f"salvage lost committed actions of session {sid}")
 
 
+def maintain(data: bytes) -> None:
+    """Export, archive and compact: what read whole before reads the same after.
+
+    Half the ended sessions that read whole are exported into a new file and archived,
+    then the file is compacted. The copies must read as the originals did, the archived
+    sessions must be gone, and every other session that read whole must read the same.
+    A refusal (a MemsegError) is allowed at any step; what was committed must survive it.
+    """
+    path = _file(data)
+    try:
+        with memseg.open(path, "r") as store:
+            before = read_all(store)
+    except memseg.MemsegError:
+        return  # unreadable: opening for writing is open_for_append's concern
+    whole = [sid for sid, v in before.items() if v[0] != "error"]
+    moved = [sid for sid in whole if before[sid][2] == memseg.SessionState.ENDED][::2]
+    dest = _file(b"", "exported.mseg")
+    os.unlink(dest)
+    try:
+        with memseg.open(path, "a", sync="none") as writer:
+            if moved:
+                writer.export(moved, dest)
+                writer.archive(moved)
+            writer.compact()
+    except memseg.MemsegError:
+        moved = []  # refused somewhere: then nothing may be lost either
+    try:
+        with memseg.open(path, "r") as store:
+            after = read_all(store)
+    except memseg.MemsegError as exc:
+        if whole:
+            raise ViolationError(f"maintenance made the file unreadable: {exc!r}") from exc
+        return
+    if moved:
+        with memseg.open(dest, "r") as copy:
+            copies = read_all(copy)
+        for sid in moved:
+            if copies.get(sid) != before[sid]:
+                raise ViolationError(f"the exported copy of {sid} differs from its original")
+            if sid in after:
+                raise ViolationError(f"archived session {sid} survived compaction")
+    for sid in whole:
+        if sid in moved:
+            continue
+        got = after.get(sid)
+        # Archiving may have committed before a refused compaction: only the state moved.
+        if got is None or got[:2] + got[3:] != before[sid][:2] + before[sid][3:]:
+            raise ViolationError(f"maintenance changed session {sid}: {got!r}")
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "open_and_read": open_and_read,
     "open_for_append": open_for_append,
     "forensics": forensics,
+    "maintain": maintain,
 }

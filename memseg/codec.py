@@ -78,11 +78,39 @@ def _not_json(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not a JSON value")
 
 
+def _plain_keys(value: object) -> object:
+    """``value`` with the keys of its objects made plain ``str``: json.dumps writes a str
+    subclass key (a StrEnum member) as its text, orjson only takes exact str keys. Any
+    other key raises TypeError, as a key that is not a string must."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"a JSON object's keys must be str, not {type(k).__name__}")
+            out[str.__str__(k)] = _plain_keys(v)
+        return out
+    if isinstance(value, list | tuple):
+        return [_plain_keys(v) for v in value]
+    return value
+
+
 def _dumps(value: object) -> bytes:
     try:
         return orjson.dumps(value, default=_not_json, option=_STRICT)
     except TypeError as exc:
+        if "Dict key must be str" in str(exc):
+            try:  # the rare slow path: only when orjson refused a key
+                return orjson.dumps(_plain_keys(value), default=_not_json, option=_STRICT)
+            except (TypeError, RecursionError) as again:
+                exc = again if isinstance(again, TypeError) else exc
         raise TypeError(f"value is not JSON-serialisable: {exc}") from None
+
+
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate: orjson refuses it inside JSON too
+        raise TypeError(f"str is not valid UTF-8: {exc.reason} at index {exc.start}") from None
 
 
 def encode_value(value: object) -> tuple[int, bytes]:
@@ -94,13 +122,13 @@ def encode_value(value: object) -> tuple[int, bytes]:
     if kind is dict:
         return _JSON, _dumps(value)
     if kind is str:
-        return _STR, value.encode("utf-8")  # type: ignore[attr-defined]
+        return _STR, _utf8(value)  # type: ignore[arg-type]
     if value is None:
         return _NONE, b""
     if isinstance(value, bytes | bytearray | memoryview):
         return ValueType.BYTES, bytes(value)
     if isinstance(value, str):
-        return ValueType.STR, value.encode("utf-8")
+        return ValueType.STR, _utf8(value)
     if isinstance(value, dict | list | tuple | int | float | bool):
         return ValueType.JSON, _dumps(value)
     raise TypeError(

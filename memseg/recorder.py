@@ -191,7 +191,9 @@ class Recorder:
         are committed before this returns. With ``flush=False`` it is buffered like an
         action, and is committed by the next ``flush()``, ``checkpoint()`` or ``end()``.
         """
-        vtype, data = encode_value(snapshot)
+        # A snapshot of None is stored as JSON null (a checkpoint always holds a value,
+        # SPEC), and reads back as None all the same.
+        vtype, data = encode_value(snapshot) if snapshot is not None else (ValueType.JSON, b"null")
         return self._checkpoint_stored(vtype, data, ts_ns, flush)
 
     def _checkpoint_stored(self, vtype: int, data: bytes, ts_ns: SupportsIndex | None,

@@ -332,8 +332,8 @@ def _plan_archive(store: Store, view: View, due: Sequence[TocEntry], dest: str,
         dview = reader._current() if reader is not None else None
         todo = _to_export(dview.entries if dview else {}, due, dest)
         exported = tuple(_item(e, _copy_size(view, e, merge=False)) for e in todo)
-        if cap is None:
-            return exported, (), before, None
+        if cap is None:  # appended to, or (nothing due) left alone
+            return exported, (), before, None if todo else before
         if not todo and before <= cap:
             return exported, (), before, before
         if reader is not None:
@@ -356,13 +356,13 @@ def _run_archive(store: Store, view: View, due: Sequence[TocEntry], dest: str,
     if reader is not None:
         reader.close()
     if not due and (cap is None or before <= cap):
-        return (), (), before, None if cap is None else before
+        return (), (), before, before  # left alone
     with _destination(store, dest, lock_timeout) as d:
         if cap is not None and (_to_export(d._toc.entries, due, dest) or before > cap):
             refuse_kept_commit(d)  # the compaction below would refuse after the export
         exported = tuple(_item(e, size) for e, size in _export_into(d, view, due))
         if cap is None:
-            return exported, (), before, None
+            return exported, (), before, None if exported else before
         if not exported and before <= cap:
             return exported, (), before, before
         dropped, _ = _fit(_live_sizes(d._current()), cap)

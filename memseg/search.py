@@ -54,9 +54,16 @@ class SearchHit:
     context_start: int
 
 
-def compile_pattern(pattern: str, *, regex: bool = False, ignore_case: bool = False) -> re.Pattern[bytes]:
-    """The bytes regex for ``pattern`` (a literal substring unless ``regex``); re.error if invalid."""
-    raw = pattern.encode("utf-8")
+def compile_pattern(pattern: str | bytes, *, regex: bool = False,
+                    ignore_case: bool = False) -> re.Pattern[bytes]:
+    """The bytes regex for ``pattern`` (a literal substring unless ``regex``; a str stands
+    for its UTF-8 bytes); TypeError for another type, re.error if invalid."""
+    if isinstance(pattern, str):
+        raw = pattern.encode("utf-8")
+    elif isinstance(pattern, bytes | bytearray | memoryview):
+        raw = bytes(pattern)
+    else:
+        raise TypeError(f"pattern must be str or bytes, not {type(pattern).__name__}")
     return re.compile(raw if regex else re.escape(raw), re.IGNORECASE if ignore_case else 0)
 
 
@@ -206,27 +213,38 @@ def _block_hits(block: BlockView, blob: bytes, rx: re.Pattern[bytes], allowed: n
     return out
 
 
-def search(source: str | os.PathLike[str] | Store | Rescued, pattern: str, *, regex: bool = False,
-           ignore_case: bool = False, kinds: Iterable[str] | None = None,
-           sessions: Iterable[str | uuid.UUID] | None = None, results: bool = False,
-           progress: Progress | None = None, on_error: OnError | None = None) -> Iterator[SearchHit]:
+def search(source: str | os.PathLike[str] | Store | Rescued, pattern: str | bytes, *,
+           regex: bool = False, ignore_case: bool = False, kinds: str | Iterable[str] | None = None,
+           sessions: str | uuid.UUID | Iterable[str | uuid.UUID] | None = None,
+           results: bool = False, progress: Progress | None = None,
+           on_error: OnError | None = None) -> Iterator[SearchHit]:
     """Matching actions across all sessions (or ``sessions``), oldest session first.
 
     Patterns match the stored bytes (UTF-8 for text and JSON), so ``ignore_case`` folds
-    ASCII letters only ("É" does not match "é"). Damaged blocks raise CorruptError, or,
-    with ``on_error``, are reported to it and skipped.
+    ASCII letters only ("É" does not match "é"). One kind or one session may be given
+    alone, as for ``archive``. The arguments are checked by the call (TypeError,
+    re.error); the file is read as the hits are taken. Damaged blocks raise
+    CorruptError, or, with ``on_error``, are reported to it and skipped.
     """
     rx = compile_pattern(pattern, regex=regex, ignore_case=ignore_case)
-    kind_list = list(kinds) if kinds is not None else None
+    kind_list = None if kinds is None else [kinds] if isinstance(kinds, str) else list(kinds)
+    keys = None if sessions is None else (
+        [sessions] if isinstance(sessions, str | uuid.UUID) else list(sessions))
+    return _search(source, rx, kind_list, keys, results, progress, on_error)
+
+
+def _search(source: str | os.PathLike[str] | Store | Rescued, rx: re.Pattern[bytes],
+            kinds: list[str] | None, sessions: list[str | uuid.UUID] | None, results: bool,
+            progress: Progress | None, on_error: OnError | None) -> Iterator[SearchHit]:
     if not isinstance(source, str | os.PathLike):
-        yield from _search_store(source, rx, kind_list, sessions, results, progress, on_error)
+        yield from _search_store(source, rx, kinds, sessions, results, progress, on_error)
         return
     with open_readonly(source) as store:
-        yield from _search_store(store, rx, kind_list, sessions, results, progress, on_error)
+        yield from _search_store(store, rx, kinds, sessions, results, progress, on_error)
 
 
 def _search_store(store: Store | Rescued, rx: re.Pattern[bytes], kinds: list[str] | None,
-                  sessions: Iterable[str | uuid.UUID] | None, results: bool,
+                  sessions: list[str | uuid.UUID] | None, results: bool,
                   progress: Progress | None, on_error: OnError | None) -> Iterator[SearchHit]:
     infos = store.sessions()
     if sessions is not None:

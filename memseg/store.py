@@ -124,8 +124,8 @@ class Store:
             raise ValueError(f"mode must be 'r' or 'a', not {mode!r}")
         if sync not in ("commit", "none"):
             raise ValueError(f"sync must be 'commit' or 'none', not {sync!r}")
-        if lock_timeout < 0:
-            raise ValueError("lock_timeout must be >= 0")
+        if not lock_timeout >= 0:  # refuses NaN too
+            raise ValueError(f"lock_timeout must be a number of seconds >= 0, not {lock_timeout!r}")
         # Absolute and with symlinks resolved, once: a compaction renames its new file
         # over this path, which must still name the same file after the process
         # changes directory, and must replace the file a symlink points to, not the link.
@@ -740,7 +740,9 @@ class Store:
 
     def _close(self) -> None:
         try:
-            if self.mode == "a" and self._failed is None:
+            # A forked child's copy writes nothing: what its recorders buffered before the
+            # fork is the parent's to write, and the child's own writes are refused.
+            if self.mode == "a" and self._failed is None and os.getpid() == self._pid:
                 failure: Exception | None = None
                 with self._mutex:
                     # Under the mutex: a recorder started after this list was taken would

@@ -249,7 +249,14 @@ class Actions:
         return self._snap.action_count
 
     def block(self, index: int) -> BlockView:
-        """The ``index``-th block of the session, validated against its reference."""
+        """The ``index``-th block of the session (negative counts from the end), validated
+        against its reference."""
+        count = len(self.refs)
+        index = operator.index(index)
+        if index < 0:
+            index += count
+        if not 0 <= index < count:
+            raise IndexError(f"block index out of range ({count} blocks)")
         cached = self._cache.get(index)
         if cached is not None:
             self._cache.move_to_end(index)

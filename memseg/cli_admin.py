@@ -17,7 +17,7 @@ from memseg.cli_common import (
     UsageError,
     about,
     open_reader,
-    resolve_session,
+    resolve_sessions,
 )
 from memseg.cli_read import print_info, print_sessions
 from memseg.cliout import Out, short_id, size
@@ -134,7 +134,7 @@ def cmd_compact(args: argparse.Namespace, out: Out) -> int:
 def _sessions(path: str, keys: list[str]) -> list[SessionInfo]:
     """The sessions the keys name (ids, unique prefixes or names)."""
     with open_reader(path) as store:
-        return [store.session(resolve_session(store, k)).info for k in keys]
+        return [store.session(sid).info for sid in resolve_sessions(store, keys)]
 
 
 def _refuse_active(path: str, infos: list[SessionInfo]) -> None:
@@ -211,7 +211,7 @@ def _copy_sessions(src: str, dest: str, sessions: list[str]) -> tuple[int, list[
     _must_differ(src, dest)
     _must_exist(src)
     with about(src), memseg.open(src, "r") as store:
-        keys = [str(resolve_session(store, k)) for k in sessions] or [
+        keys = [str(sid) for sid in resolve_sessions(store, sessions)] or [
             str(i.id) for i in store.sessions()]
         with about(dest, *_DEST_ERRORS):
             return store.export(keys, dest), keys

@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import errno
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeAlias
 
 from memseg.cliout import Out
@@ -114,6 +114,22 @@ def open_reader(path: str) -> Reader:
 
 def resolve_session(store: Reader, key: str) -> uuid.UUID:
     """A session id from a UUID, a unique name or a unique id prefix; UsageError if none."""
+    return resolve_sessions(store, [key])[0]
+
+
+def resolve_sessions(store: Reader, keys: Iterable[str]) -> list[uuid.UUID]:
+    """`resolve_session` of each key; the ids prefixes are matched against are listed once."""
+    listed: list[str] = []
+
+    def ids() -> list[str]:
+        if not listed:
+            listed.extend(str(i.id) for i in store.sessions())
+        return listed
+
+    return [_resolve(store, key, ids) for key in keys]
+
+
+def _resolve(store: Reader, key: str, ids: Callable[[], list[str]]) -> uuid.UUID:
     try:
         return store.session(key).info.id
     except KeyError as exc:
@@ -121,9 +137,9 @@ def resolve_session(store: Reader, key: str) -> uuid.UUID:
         if why:
             raise UsageError(why) from None
     prefix = key.lower()
-    found = [i.id for i in store.sessions() if str(i.id).startswith(prefix)]
+    found = [i for i in ids() if i.startswith(prefix)]
     if len(found) == 1 and len(prefix) >= 4:
-        return found[0]
+        return uuid.UUID(found[0])
     if len(found) > 1:
         raise UsageError(f"{len(found)} sessions start with {key!r}; give more of the id")
     raise UsageError(f"no session {key!r}")

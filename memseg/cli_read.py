@@ -19,6 +19,7 @@ from memseg.cli_common import (
     error_record,
     open_reader,
     resolve_session,
+    resolve_sessions,
 )
 from memseg.cliout import (
     Out,
@@ -445,7 +446,7 @@ def cmd_search(args: argparse.Namespace, out: Out) -> int:
     hits = []
     damaged: list[MemsegError] = []
     with open_reader(args.file) as store:
-        sessions = [str(resolve_session(store, k)) for k in args.session] if args.session else None
+        sessions = [str(k) for k in resolve_sessions(store, args.session)] if args.session else None
         for hit in search(store, args.pattern, regex=args.regex,
                           ignore_case=args.ignore_case, kinds=args.kind, sessions=sessions,
                           results=args.results, progress=bar, on_error=damaged.append):

@@ -248,8 +248,8 @@ def _search_store(store: Store | Rescued, rx: re.Pattern[bytes], kinds: list[str
                   progress: Progress | None, on_error: OnError | None) -> Iterator[SearchHit]:
     infos = store.sessions()
     if sessions is not None:
-        keys = [store.session(k).info.id for k in sessions]
-        infos = [i for i in infos if i.id in set(keys)]
+        keys = {store.session(k).info.id for k in sessions}
+        infos = [i for i in infos if i.id in keys]
     total = max(1, sum(i.stored_bytes for i in infos))
     done = 0
     for info in infos:

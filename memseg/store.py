@@ -66,7 +66,6 @@ from memseg.transfer import block_link, relink_payload
 from memseg.view import (
     Session,
     View,
-    find_entry,
     load_block_refs,
     locate_view,
     read_snapshot,
@@ -474,7 +473,7 @@ class Store:
             # this check and the recorder's registration.
             self._refuse_if_closing()
             view = self._current()
-            entry = find_entry(view.entries, key)
+            entry = view.find(key)
             if entry.state != State.ACTIVE:
                 raise StateError("not_active", f"session {entry.session_id} is "
                                  f"{State(entry.state).name.lower()}, only active sessions resume")

@@ -11,7 +11,7 @@ import operator
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import overload
 
 import numpy as np
@@ -40,8 +40,23 @@ def session_info(e: TocEntry) -> SessionInfo:
     )
 
 
-def find_entry(entries: Mapping[uuid.UUID, TocEntry], key: object) -> TocEntry:
-    """Resolve a UUID, a UUID string or a unique session name; KeyError if none."""
+NameIndex = Mapping[str, list[TocEntry]]
+
+
+def name_index(entries: Mapping[uuid.UUID, TocEntry]) -> dict[str, list[TocEntry]]:
+    """The entries by name, so that looking up many names costs one pass, not one each."""
+    index: dict[str, list[TocEntry]] = {}
+    for e in entries.values():
+        if e.name is not None:
+            index.setdefault(e.name, []).append(e)
+    return index
+
+
+def find_entry(entries: Mapping[uuid.UUID, TocEntry], key: object,
+               names: NameIndex | None = None) -> TocEntry:
+    """Resolve a UUID, a UUID string or a unique session name; KeyError if none.
+
+    ``names`` (`name_index` of ``entries``) saves a pass over the entries per name."""
     if isinstance(key, uuid.UUID):
         found = entries.get(key)
         if found is None:
@@ -55,7 +70,8 @@ def find_entry(entries: Mapping[uuid.UUID, TocEntry], key: object) -> TocEntry:
         by_id = None
     if by_id is not None:
         return by_id
-    named = [e for e in entries.values() if e.name == key]
+    named = names.get(key, []) if names is not None else [
+        e for e in entries.values() if e.name == key]
     if len(named) > 1:
         raise KeyError(f"{len(named)} sessions are named {key!r}; use the id")
     if not named:
@@ -72,13 +88,24 @@ class View:
     commit: Commit | None
     entries: Mapping[uuid.UUID, TocEntry]
     limit: int
+    # Built by the first lookup by name: a view's entries never change.
+    _names: dict[str, list[TocEntry]] | None = field(default=None, compare=False, repr=False)
 
     def infos(self) -> list[SessionInfo]:
         ordered = sorted(self.entries.values(), key=lambda e: (e.created_ns, e.session_offset))
         return [session_info(e) for e in ordered]
 
+    def find(self, key: object) -> TocEntry:
+        """The entry ``key`` names (see `find_entry`)."""
+        if self._names is None and isinstance(key, str):
+            try:
+                uuid.UUID(key)
+            except ValueError:  # a name: index them all once
+                object.__setattr__(self, "_names", name_index(self.entries))
+        return find_entry(self.entries, key, self._names)
+
     def session(self, key: object) -> Session:
-        return Session(self, find_entry(self.entries, key))
+        return Session(self, self.find(key))
 
 
 def _index_chunks(view: View, entry: TocEntry, snap: Snapshot) -> list[BlockRefs]:

@@ -61,7 +61,7 @@ from memseg.records import (
     encode_session,
     encode_snapshot,
 )
-from memseg.toc import TocEntry, TocState, plan_commit, toc_records
+from memseg.toc import DecodedTocs, TocEntry, TocState, plan_commit, toc_records
 from memseg.transfer import block_link, relink_payload
 from memseg.view import (
     Session,
@@ -102,13 +102,15 @@ def _still_mapped(buffers: list[Buffer]) -> list[Buffer]:
     return kept
 
 
-def read_view(fs: FileSystem, path: str) -> tuple[View, Located, Buffer]:
-    """Map ``path`` read-only and locate its newest intact commit."""
+def read_view(fs: FileSystem, path: str,
+              decoded: DecodedTocs | None = None) -> tuple[View, Located, Buffer]:
+    """Map ``path`` read-only and locate its newest intact commit (reusing what
+    ``decoded`` holds of the TOC records it reads)."""
     fh = fs.open(path, write=False, create=False)
     try:
         header = parse_file_header(fh.read(0, FILE_HEADER.size))
         size, buf = map_whole(fh)
-        view, located, _ = locate_view(fh.read, memoryview(buf), size, header)
+        view, located, _ = locate_view(fh.read, memoryview(buf), size, header, decoded)
         return view, located, buf
     finally:
         fh.close()
@@ -153,8 +155,12 @@ class Store:
         self.kept_from: int | None = None
         # Whether this open made the file (an export that fails removes only such a file).
         self.created_file = False
+        # A reader's decoded TOC records, so that a refresh decodes only new ones; one
+        # refresh at a time uses it.
+        self._decoded = DecodedTocs()
+        self._refresh_lock = threading.Lock()
         if mode == "r":
-            self._view, self._located, buf = read_view(self._fs, self.path)
+            self._view, self._located, buf = read_view(self._fs, self.path, self._decoded)
             self._buffers.append(buf)
         else:
             self._open_writer(lock_timeout)
@@ -319,8 +325,9 @@ class Store:
         """See the newest commit (readers see a fixed snapshot until they call this)."""
         self._check_open()
         if self.mode == "r":
-            self._view, self._located, buf = read_view(self._fs, self.path)
-            self._buffers = [*_still_mapped(self._buffers), buf]
+            with self._refresh_lock:
+                self._view, self._located, buf = read_view(self._fs, self.path, self._decoded)
+                self._buffers = [*_still_mapped(self._buffers), buf]
 
     @property
     def file_id(self) -> uuid.UUID:

@@ -25,7 +25,7 @@ from memseg.format import BLOCK_REF, FILE_HEADER, Kind
 from memseg.framing import parse_header, read_record
 from memseg.model import Action, Checkpoint, SessionInfo, SessionState
 from memseg.records import BlockRefs, Snapshot, decode_index, decode_snapshot
-from memseg.toc import TocEntry, TocState, load_toc
+from memseg.toc import DecodedTocs, TocEntry, TocState, load_toc
 
 _BLOCK_CACHE = 8
 
@@ -166,15 +166,17 @@ def read_snapshot(view: View, entry: TocEntry) -> Snapshot:
 
 
 def locate_view(
-    read: Reader, buf: memoryview, size: int, header: FileHeader
+    read: Reader, buf: memoryview, size: int, header: FileHeader,
+    decoded: DecodedTocs | None = None,
 ) -> tuple[View, Located, TocState]:
     """Find the newest intact commit of a mapped file and build its View, with the TOC
-    state read for it (a writer goes on from that state)."""
+    state read for it (a writer goes on from that state; a reader passes ``decoded``)."""
     tag = header.tag
     states: dict[int, TocState] = {}
 
     def check(commit: Commit) -> None:
-        states[commit.trailer_offset] = load_toc(buf, commit.toc_offset, commit.trailer_offset, tag)
+        states[commit.trailer_offset] = load_toc(buf, commit.toc_offset, commit.trailer_offset,
+                                                 tag, decoded)
 
     located = locate_commit(read, size, tag, check)
     commit = located.commit

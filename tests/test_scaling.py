@@ -16,6 +16,7 @@ import pytest
 
 import memseg
 import memseg.retention
+import memseg.toc
 import memseg.view
 from memseg.cli_common import UsageError, resolve_sessions
 
@@ -94,3 +95,37 @@ def test_the_command_line_lists_sessions_once_for_many_id_prefixes() -> None:
     assert reader.listed == 1
     with pytest.raises(UsageError, match="no session"):
         resolve_sessions(reader, ["zzzz"])  # type: ignore[arg-type]
+
+
+def _listing(store: memseg.Store) -> list[tuple[str | None, str, int]]:
+    return [(i.name, str(i.state), i.action_count) for i in store.sessions()]
+
+
+def test_a_polling_reader_decodes_only_new_toc_records(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """refresh() decoded every TOC record again, changed or not: 675 ms per poll of an
+    unchanged file with 100,000 sessions. Committed records never change, so only new
+    ones are decoded; a record is reused only if its bytes are the same, which also
+    covers a file replaced by a compaction."""
+    path = tmp_path / "s.mseg"
+    names = _named_sessions(path, 30)
+    decodes = _counting(monkeypatch, memseg.toc, "decode_toc")
+    with memseg.open(path) as reader, memseg.open(path, "a") as writer:
+        opened = len(decodes)
+        assert opened >= 1
+        for _ in range(3):
+            reader.refresh()
+        assert len(decodes) == opened  # nothing changed: nothing decoded
+        with writer.start_session(name="new") as rec:
+            rec.record("k", "new")
+        reader.refresh()
+        assert 1 <= len(decodes) - opened < opened + 1
+        assert reader.session("new").actions[0].value() == "new"
+        assert _listing(reader) == _listing(writer)
+        writer.archive(names[:10])
+        writer.compact()  # a new file at the same path: offsets now hold other records
+        reader.refresh()
+        assert _listing(reader) == _listing(writer)
+        assert len(reader.sessions()) == 21
+        with memseg.open(path) as fresh:
+            assert _listing(reader) == _listing(fresh)

@@ -106,11 +106,9 @@ def _dumps(value: object) -> bytes:
         raise TypeError(f"value is not JSON-serialisable: {exc}") from None
 
 
-def _utf8(text: str) -> bytes:
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError as exc:  # a lone surrogate: orjson refuses it inside JSON too
-        raise TypeError(f"str is not valid UTF-8: {exc.reason} at index {exc.start}") from None
+def _not_utf8(exc: UnicodeEncodeError) -> TypeError:
+    # A lone surrogate: orjson refuses it inside JSON with a TypeError too.
+    return TypeError(f"str is not valid UTF-8: {exc.reason} at index {exc.start}")
 
 
 def encode_value(value: object) -> tuple[int, bytes]:
@@ -122,13 +120,19 @@ def encode_value(value: object) -> tuple[int, bytes]:
     if kind is dict:
         return _JSON, _dumps(value)
     if kind is str:
-        return _STR, _utf8(value)  # type: ignore[arg-type]
+        try:  # no call on the way: this is the hot path for text payloads
+            return _STR, value.encode("utf-8")  # type: ignore[attr-defined]
+        except UnicodeEncodeError as exc:
+            raise _not_utf8(exc) from None
     if value is None:
         return _NONE, b""
     if isinstance(value, bytes | bytearray | memoryview):
         return ValueType.BYTES, bytes(value)
     if isinstance(value, str):
-        return ValueType.STR, _utf8(value)
+        try:
+            return ValueType.STR, value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise _not_utf8(exc) from None
     if isinstance(value, dict | list | tuple | int | float | bool):
         return ValueType.JSON, _dumps(value)
     raise TypeError(

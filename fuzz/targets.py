@@ -69,14 +69,19 @@ def read_session(session: memseg.Session) -> tuple[Any, ...]:
     return (info.name, freeze(info.meta), str(info.state), info.status, rows, checkpoints)
 
 
+class Unreadable(tuple[str, str]):
+    """A session that did not read: its error's class and reason (a tuple of its own type,
+    so no session that reads, whatever its name, is taken for one)."""
+
+
 def read_all(store: Any) -> dict[uuid.UUID, Any]:
-    """Every session of a store (or store-like view), each read whole or as its error's reason."""
+    """Every session of a store (or store-like view), each read whole or as `Unreadable`."""
     out: dict[uuid.UUID, Any] = {}
     for info in store.sessions():
         try:
             out[info.id] = read_session(store.session(info.id))
         except memseg.MemsegError as exc:
-            out[info.id] = ("error", type(exc).__name__, exc.reason)
+            out[info.id] = Unreadable((type(exc).__name__, exc.reason))
     return out
 
 
@@ -171,10 +176,10 @@ def _salvage(salvage: Callable[..., Any], path: str) -> None:
     with memseg.open(out, "r") as store:
         rescued = read_all(store)
     for value in rescued.values():
-        if value[0] == "error":
+        if isinstance(value, Unreadable):
             raise ViolationError(f"a salvaged file has a damaged session: {value}")
     for sid, value in committed.items():
-        if value[0] == "error":
+        if isinstance(value, Unreadable):
             continue
         got = rescued.get(sid)
         if got is None or got[4][: len(value[4])] != value[4]:
@@ -195,7 +200,9 @@ def maintain(data: bytes) -> None:
             before = read_all(store)
     except memseg.MemsegError:
         return  # unreadable: opening for writing is open_for_append's concern
-    whole = [sid for sid, v in before.items() if v[0] != "error"]
+    # Sessions already archived are dropped by a compaction that succeeds.
+    whole = [sid for sid, v in before.items()
+             if not isinstance(v, Unreadable) and v[2] != memseg.SessionState.ARCHIVED]
     moved = [sid for sid in whole if before[sid][2] == memseg.SessionState.ENDED][::2]
     dest = _file(b"", "exported.mseg")
     os.unlink(dest)
@@ -211,9 +218,7 @@ def maintain(data: bytes) -> None:
         with memseg.open(path, "r") as store:
             after = read_all(store)
     except memseg.MemsegError as exc:
-        if whole:
-            raise ViolationError(f"maintenance made the file unreadable: {exc!r}") from exc
-        return
+        raise ViolationError(f"maintenance made the file unreadable: {exc!r}") from exc
     if moved:
         with memseg.open(dest, "r") as copy:
             copies = read_all(copy)

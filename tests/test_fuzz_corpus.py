@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 
+import memseg
 from fuzz.corpus import damaged_files
-from fuzz.targets import TARGETS
+from fuzz.targets import TARGETS, ViolationError
 from tests.crashmodel import record_figures
 
 FUZZ = Path(__file__).resolve().parent.parent / "fuzz"
@@ -81,3 +82,28 @@ def test_damaged_files_raise_only_memseg_errors(data: bytes) -> None:
     HYPOTHESIS_STATS["inputs"] += 1
     run_all_targets(data, HYPOTHESIS_STATS)
     record_figures("fuzz_hypothesis", dict(HYPOTHESIS_STATS))
+
+
+def _store_of(path: Path, names: list[str], archived: list[str]) -> bytes:
+    with memseg.open(path, "a") as store:
+        for name in names:
+            with store.start_session(name=name) as rec:
+                rec.record("k", name)
+        if archived:
+            store.archive(archived)
+    return path.read_bytes()
+
+
+def test_maintain_expects_archived_sessions_to_go(tmp_path: Path) -> None:
+    """An input whose sessions were archived before: compaction rightly drops them."""
+    TARGETS["maintain"](_store_of(tmp_path / "s.mseg", ["a", "b", "c"], ["a"]))
+
+
+def test_maintain_checks_a_session_whatever_its_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A session named "error" once passed for an unreadable one and went unchecked."""
+    data = _store_of(tmp_path / "s.mseg", ["error"], [])
+    TARGETS["maintain"](data)
+    monkeypatch.setattr(memseg.Store, "archive", lambda self, keys: 0)  # a broken archive
+    with pytest.raises(ViolationError, match="survived compaction"):
+        TARGETS["maintain"](data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -438,8 +439,10 @@ def cmd_search(args: argparse.Namespace, out: Out) -> int:
     """memseg search: matching actions; exit 1 if none."""
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be >= 1")
+    # The bytes the shell passed: an argument that is not UTF-8 still matches those bytes.
+    pattern = os.fsencode(args.pattern)
     try:
-        re.compile(args.pattern.encode() if args.regex else b"")
+        re.compile(pattern if args.regex else b"")
     except re.error as exc:
         raise UsageError(f"bad pattern: {exc}") from None
     bar = out.progress("searching")
@@ -447,7 +450,7 @@ def cmd_search(args: argparse.Namespace, out: Out) -> int:
     damaged: list[MemsegError] = []
     with open_reader(args.file) as store:
         sessions = [str(k) for k in resolve_sessions(store, args.session)] if args.session else None
-        for hit in search(store, args.pattern, regex=args.regex,
+        for hit in search(store, pattern, regex=args.regex,
                           ignore_case=args.ignore_case, kinds=args.kind, sessions=sessions,
                           results=args.results, progress=bar, on_error=damaged.append):
             hits.append(hit)

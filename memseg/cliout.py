@@ -12,6 +12,7 @@ import secrets
 import shutil
 import sys
 import time
+import unicodedata
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
@@ -34,6 +35,19 @@ _UNSAFE_REST = r"\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u20
 _UNSAFE_INLINE = re.compile(rf"[\x00-\x1f{_UNSAFE_REST}]")
 # A block of text (a payload shown whole) keeps its line breaks and tabs.
 _UNSAFE_BLOCK = re.compile(rf"[\x00-\x08\x0b-\x1f{_UNSAFE_REST}]")
+
+
+# The start of an escape `printable` writes, cut short at the end of a string.
+_CUT_ESCAPE = re.compile(r"\\(?:x[0-9a-f]?|u[0-9a-f]{0,3})?$")
+
+
+def display_width(text: str) -> int:
+    """Columns ``text`` takes on a terminal: wide (CJK) characters take two, combining
+    marks none."""
+    if text.isascii():
+        return len(text)
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF"
+               else 1 for c in text)
 
 
 def _escape_char(match: re.Match[str]) -> str:
@@ -97,7 +111,10 @@ def preview(value_type: int, data: bytes | None, width: int) -> str:
     else:
         text = data.decode("utf-8", "replace")
     text = printable(" ".join(text.split()))
-    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+    if len(text) <= width:
+        return text
+    # Not in the middle of an escape: a cut "\x1" would read as other text.
+    return _CUT_ESCAPE.sub("", text[: max(0, width - 1)]) + "…"
 
 
 def pretty(value_type: int, data: bytes) -> str:
@@ -201,7 +218,7 @@ class Out:
 
     def _visible_len(self, text: str) -> int:
         """Length of a cleaned ``text`` as shown, without colour codes."""
-        return len(self._own_style.sub("", text))
+        return display_width(self._own_style.sub("", text))
 
     def state(self, state: str) -> str:
         """A session state, coloured."""

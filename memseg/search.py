@@ -59,7 +59,11 @@ def compile_pattern(pattern: str | bytes, *, regex: bool = False,
     """The bytes regex for ``pattern`` (a literal substring unless ``regex``; a str stands
     for its UTF-8 bytes); TypeError for another type, re.error if invalid."""
     if isinstance(pattern, str):
-        raw = pattern.encode("utf-8")
+        try:
+            raw = pattern.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise TypeError(f"pattern is not valid UTF-8 ({exc.reason}); give bytes to match "
+                            "bytes that are not text") from None
     elif isinstance(pattern, bytes | bytearray | memoryview):
         raw = bytes(pattern)
     else:
@@ -228,8 +232,12 @@ def search(source: str | os.PathLike[str] | Store | Rescued, pattern: str | byte
     """
     rx = compile_pattern(pattern, regex=regex, ignore_case=ignore_case)
     kind_list = None if kinds is None else [kinds] if isinstance(kinds, str) else list(kinds)
+    if kind_list is not None and not all(isinstance(k, str) for k in kind_list):
+        raise TypeError("kinds must be a str or an iterable of str")
     keys = None if sessions is None else (
         [sessions] if isinstance(sessions, str | uuid.UUID) else list(sessions))
+    if keys is not None and not all(isinstance(k, str | uuid.UUID) for k in keys):
+        raise TypeError("sessions must be a UUID, a str, or an iterable of them")
     return _search(source, rx, kind_list, keys, results, progress, on_error)
 
 

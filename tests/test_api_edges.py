@@ -131,3 +131,13 @@ def test_a_lock_timeout_must_be_a_number_of_seconds(tmp_path: Path, timeout: flo
     with pytest.raises(ValueError, match="lock_timeout"):
         memseg.open(tmp_path / "s.mseg", "a", lock_timeout=timeout)
     assert not (tmp_path / "s.mseg").exists()
+
+
+def test_search_refuses_kinds_and_sessions_of_the_wrong_type_when_called(tmp_path: Path) -> None:
+    path = tmp_path / "s.mseg"
+    _two_blocks(path)
+    for kwargs in ({"kinds": b"tool_call"}, {"kinds": [b"tool_call"]}, {"sessions": [5]}):
+        with pytest.raises(TypeError):
+            memseg.search(path, "pytest", **kwargs)
+    with pytest.raises(TypeError, match="UTF-8"):
+        memseg.search(path, "\udcff")

@@ -645,3 +645,13 @@ def test_sweep_dry_run_neither_locks_nor_cuts_a_torn_tail(capsys: pytest.Capture
     with memseg.open(path, "a"):  # a writer holds the lock
         code, data = run_json(capsys, "sweep", path, "--days", 0, "--dry-run")
         assert code == 0 and data["archived"]
+
+
+def test_search_takes_a_pattern_that_is_not_utf8_as_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "s.mseg"
+    with memseg.open(path, "a") as store, store.start_session(name="bin") as rec:
+        rec.record("blob", b"\x00\xff\xfe")
+    found = subprocess.run([sys.executable, "-m", "memseg", "search", str(path), b"\xff\xfe",
+                            "--json"], capture_output=True, timeout=120, check=False)
+    assert found.returncode == 0, found.stderr.decode()
+    assert json.loads(found.stdout)["count"] == 1

@@ -17,6 +17,8 @@ import pytest
 
 import memseg
 from memseg.cli import main
+from memseg.cliout import Out, display_width, preview
+from memseg.format import ValueType
 
 # OSC title, erase display, conceal, CR, LF, TAB, NUL, C1 CSI, a bidi override, a line
 # separator, and a colour memseg uses itself (green), which must not pass for memseg's own.
@@ -124,3 +126,20 @@ def test_a_value_shown_whole_keeps_its_lines(hostile: tuple[Path, list[str]]) ->
     raw = io.StringIO()
     main(["cat", str(path), ids[0], "0", "--part", "payload", "--raw"], stdout=raw)
     assert raw.getvalue() == "text" + HOSTILE  # --raw is for piping the exact bytes
+
+
+def test_a_cut_preview_never_ends_inside_an_escape() -> None:
+    for tail in ("\x1b", "\u202e", "\x1b\x1b\x1b"):
+        data = ("ab" * 10 + tail).encode()
+        for width in range(18, 30):
+            text = preview(ValueType.STR, data, width)
+            assert len(text) <= width
+            assert re.fullmatch(r"(ab)*a?(\\x1b|\\u202e)*(…)?", text), (tail, width, text)
+
+
+def test_table_columns_line_up_with_wide_and_combining_characters() -> None:
+    stdout = io.StringIO()
+    Out(stdout).table(["NAME", "N"], [["plain", 1], ["日本語の名前", 2], ["e\u0301\u0301x", 3]])
+    rows = stdout.getvalue().splitlines()
+    # The second column starts at the same terminal column on every row.
+    assert {display_width(row[: row.rindex(" ") + 1]) for row in rows} == {14}

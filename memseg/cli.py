@@ -10,6 +10,7 @@ compare); this module only parses and prints.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 from collections.abc import Sequence
@@ -60,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
          stderr: TextIO | None = None) -> int:
     """Run the command line; returns the exit code."""
+    if stdout is None and stderr is None:
+        _tolerant_streams()
     out = Out(stdout, stderr)
     argv = list(sys.argv[1:] if argv is None else argv)
     # Until the arguments parse, guess: a bad argument is reported as --json asks too.
@@ -108,6 +111,15 @@ def _fail(out: Out, exc: UsageError | MemsegError | OSError, file: str | None) -
         parts = [str(exc)]
     out.error(": ".join(p for p in parts if p), error_record(exc, file))
     return code
+
+
+def _tolerant_streams() -> None:
+    """Let the terminal's encoding show what it cannot encode as escapes: a file name that
+    is not UTF-8 (held as surrogates) or a "…" on a Latin-1 terminal must not end a
+    command with a traceback."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def _quiet_stdout() -> None:

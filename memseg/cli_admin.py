@@ -24,7 +24,9 @@ from memseg.cliout import Out, short_id, size
 from memseg.demo import record_demo
 from memseg.errors import LockedError, NotMemsegError, StateError, VersionError
 from memseg.forensics import info
+from memseg.format import MAGIC
 from memseg.model import SessionInfo
+from memseg.scan import require_regular_file
 
 # Errors that, once the source is open, can only concern the file copied into.
 _DEST_ERRORS = (NotMemsegError, VersionError, LockedError, StateError)
@@ -132,9 +134,9 @@ def cmd_compact(args: argparse.Namespace, out: Out) -> int:
 
 
 def _sessions(path: str, keys: list[str]) -> list[SessionInfo]:
-    """The sessions the keys name (ids, unique prefixes or names)."""
+    """The sessions the keys name (ids, unique prefixes or names), each once."""
     with open_reader(path) as store:
-        return [store.session(sid).info for sid in resolve_sessions(store, keys)]
+        return [store.session(sid).info for sid in dict.fromkeys(resolve_sessions(store, keys))]
 
 
 def _refuse_active(path: str, infos: list[SessionInfo]) -> None:
@@ -185,6 +187,8 @@ def cmd_sweep(args: argparse.Namespace, out: Out) -> int:
     _must_exist(args.file)
     if not args.days >= 0:  # refuses NaN too
         raise UsageError("--days must be a number >= 0")
+    if args.max_archive_bytes is not None and (not args.archive_to or args.max_archive_bytes < 0):
+        raise UsageError("--max-archive-bytes needs --archive-to and must be >= 0")
     if args.archive_to:
         _must_differ(args.file, args.archive_to)
     archive_file = args.archive_to or args.file
@@ -243,6 +247,11 @@ def _must_differ(src: str, dest: str) -> None:
 
 
 def _must_exist(path: str) -> None:
-    """Writers create missing files; maintenance commands must not."""
+    """Writers create missing files, and give an empty one a header; maintenance commands
+    must do neither (an empty file is more likely a failed copy than a new store)."""
     if not os.path.exists(path):
         raise FileNotFoundError(2, "No such file or directory", path)
+    require_regular_file(path)
+    if os.path.getsize(path) == 0:
+        raise NotMemsegError("bad_magic", "an empty file is not a memseg file", offset=0,
+                             expected=MAGIC, actual=b"")

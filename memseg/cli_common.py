@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeAlias
@@ -32,6 +33,9 @@ Command = Callable[[argparse.Namespace, Out], int]
 # Subscripted only for the type checker: at run time the class is not generic.
 Subparsers: TypeAlias = "argparse._SubParsersAction[Any]"
 Reader = Store | Rescued
+
+
+_HEX = re.compile("[0-9a-f]+")
 
 
 class UsageError(Exception):
@@ -121,25 +125,39 @@ def resolve_sessions(store: Reader, keys: Iterable[str]) -> list[uuid.UUID]:
     """`resolve_session` of each key; the ids prefixes are matched against are listed once."""
     listed: list[str] = []
 
-    def ids() -> list[str]:
+    def ids() -> list[str]:  # as 32 hex digits
         if not listed:
-            listed.extend(str(i.id) for i in store.sessions())
+            listed.extend(i.id.hex for i in store.sessions())
         return listed
 
     return [_resolve(store, key, ids) for key in keys]
 
 
 def _resolve(store: Reader, key: str, ids: Callable[[], list[str]]) -> uuid.UUID:
+    prefix = key.lower().replace("-", "")
+    # The ids ``key`` starts (as `ls` shows them, with or without hyphens).
+    def by_prefix() -> list[str]:
+        if len(prefix) < 4 or not _HEX.fullmatch(prefix):
+            return []
+        return [i for i in ids() if i.startswith(prefix)]
+
     try:
-        return store.session(key).info.id
+        found = store.session(key).info.id
     except KeyError as exc:
         why = str(exc.args[0]) if exc.args and "sessions are named" in str(exc.args[0]) else ""
         if why:
             raise UsageError(why) from None
-    prefix = key.lower()
-    found = [i for i in ids() if i.startswith(prefix)]
-    if len(found) == 1 and len(prefix) >= 4:
-        return uuid.UUID(found[0])
-    if len(found) > 1:
-        raise UsageError(f"{len(found)} sessions start with {key!r}; give more of the id")
+    else:
+        # A name that is also the start of another session's id must not stand in for it
+        # (a crafted file could name a decoy after the id `ls` shows for the real one).
+        others = [i for i in by_prefix() if i != found.hex] if found.hex != prefix else []
+        if others:
+            raise UsageError(f"{key!r} names session {found} and starts the id of "
+                             f"{len(others)} other(s); give the full id")
+        return found
+    matches = by_prefix()
+    if len(matches) == 1:
+        return uuid.UUID(matches[0])
+    if len(matches) > 1:
+        raise UsageError(f"{len(matches)} sessions start with {key!r}; give more of the id")
     raise UsageError(f"no session {key!r}")

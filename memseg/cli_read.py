@@ -193,7 +193,7 @@ def cmd_ls(args: argparse.Namespace, out: Out) -> int:
     if args.name is not None:
         try:
             rx = re.compile(args.name if args.regex else re.escape(args.name))
-        except re.error as exc:
+        except (re.error, OverflowError, RecursionError) as exc:  # a{99999999999}, deep nesting
             raise UsageError(f"bad --name pattern: {exc}") from None
         infos = [s for s in infos if s.name is not None and rx.search(s.name)]
     if args.json:
@@ -407,8 +407,10 @@ def cmd_diff(args: argparse.Namespace, out: Out) -> int:
 
 def cmd_replay(args: argparse.Namespace, out: Out) -> int:
     """memseg replay: stream a session's actions, optionally paced."""
-    if args.speed < 0:
+    if not args.speed >= 0:  # refuses NaN too
         raise UsageError("--speed must be >= 0")
+    if not args.max_wait >= 0:
+        raise UsageError("--max-wait must be >= 0")
     with open_reader(args.file) as store:
         session = store.session(resolve_session(store, args.session))
         actions = session.actions
@@ -443,7 +445,7 @@ def cmd_search(args: argparse.Namespace, out: Out) -> int:
     pattern = os.fsencode(args.pattern)
     try:
         re.compile(pattern if args.regex else b"")
-    except re.error as exc:
+    except (re.error, OverflowError, RecursionError) as exc:  # a{99999999999}, deep nesting
         raise UsageError(f"bad pattern: {exc}") from None
     bar = out.progress("searching")
     hits = []

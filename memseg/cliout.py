@@ -80,7 +80,32 @@ def to_json(obj: object, *, indent: bool = True) -> bytes:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         obj = dataclasses.asdict(obj)
     opts = orjson.OPT_INDENT_2 if indent else 0
-    return orjson.dumps(obj, default=_default, option=opts | orjson.OPT_NON_STR_KEYS)
+    try:
+        return orjson.dumps(obj, default=_default, option=opts | orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        # A str JSON cannot hold: a file name that is not UTF-8, which Python keeps as
+        # surrogates. Its bytes are written as \xNN escapes instead.
+        return orjson.dumps(_utf8_strings(obj), default=_default,
+                            option=opts | orjson.OPT_NON_STR_KEYS)
+
+
+def _utf8_strings(obj: object) -> object:
+    """``obj`` with each str that is not valid UTF-8 replaced by its bytes, escaped."""
+    if isinstance(obj, str):
+        try:
+            obj.encode("utf-8")
+        except UnicodeEncodeError:
+            try:
+                raw = obj.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:  # a surrogate no OS name decodes to
+                return obj.encode("utf-8", "backslashreplace").decode()
+            return raw.decode("utf-8", "backslashreplace")
+        return obj
+    if isinstance(obj, dict):
+        return {_utf8_strings(k): _utf8_strings(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_utf8_strings(v) for v in obj]
+    return obj
 
 
 def type_name(value_type: int) -> str:
@@ -111,10 +136,16 @@ def preview(value_type: int, data: bytes | None, width: int) -> str:
     else:
         text = data.decode("utf-8", "replace")
     text = printable(" ".join(text.split()))
-    if len(text) <= width:
+    if display_width(text) <= width:
         return text
+    cut, room = [], width - 1
+    for c in text:  # by terminal columns: a CJK character takes two
+        room -= display_width(c)
+        if room < 0:
+            break
+        cut.append(c)
     # Not in the middle of an escape: a cut "\x1" would read as other text.
-    return _CUT_ESCAPE.sub("", text[: max(0, width - 1)]) + "…"
+    return _CUT_ESCAPE.sub("", "".join(cut)) + "…"
 
 
 def pretty(value_type: int, data: bytes) -> str:

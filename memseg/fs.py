@@ -227,9 +227,9 @@ class OsFileSystem:
         if create:
             flags |= os.O_CREAT | (os.O_EXCL if exclusive else 0)
         if not write:
-            return OsFile(os.open(path, flags | os.O_CLOEXEC, mode), path)
+            return OsFile(_open_regular(path, flags, mode), path)
         with _FORK_GUARD:  # a fork must not copy the descriptor before it is registered
-            f = OsFile(os.open(path, flags | os.O_CLOEXEC, mode), path)
+            f = OsFile(_open_regular(path, flags, mode), path)
             _WRITE_HANDLES.add(f)
         return f
 
@@ -289,6 +289,23 @@ def resolve_path(path: str) -> str:
 # the parent's. So the child swaps its copies for read-only ones at once (O_CLOEXEC
 # covers exec, not fork). _FORK_GUARD keeps a fork from landing between an open and its
 # registration, and the registration before the lock is taken.
+def _open_regular(path: str, flags: int, mode: int) -> int:
+    """A descriptor of the regular file at ``path``. Opened non-blocking, because opening a
+    FIFO for reading waits for a writer (forever, if none comes); a FIFO, device or
+    directory is then refused, and a regular file goes on in blocking mode."""
+    fd = os.open(path, flags | os.O_CLOEXEC | os.O_NONBLOCK, mode)
+    try:
+        st_mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(st_mode):
+            raise OSError(errno.EISDIR if stat.S_ISDIR(st_mode) else errno.EINVAL,
+                          "not a regular file", path)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 _WRITE_HANDLES: weakref.WeakSet[OsFile] = weakref.WeakSet()
 _FORK_GUARD = threading.Lock()
 

@@ -655,3 +655,98 @@ def test_search_takes_a_pattern_that_is_not_utf8_as_bytes(tmp_path: Path) -> Non
                             "--json"], capture_output=True, timeout=120, check=False)
     assert found.returncode == 0, found.stderr.decode()
     assert json.loads(found.stdout)["count"] == 1
+
+
+# --- arguments and files the command line once mishandled (a review of the CLI) -----
+
+
+def test_a_file_name_that_is_not_utf8_is_reported_in_json(tmp_path: Path) -> None:
+    name = os.fsencode(tmp_path) + b"/store\xff.mseg"
+    record_demo(os.fsdecode(name))
+    for argv, code in (([b"info", name], 0), ([b"verify", name], 0),
+                       ([b"info", name + b".missing"], 2)):
+        done = subprocess.run([sys.executable.encode(), b"-m", b"memseg", *argv, b"--json"],
+                              capture_output=True, timeout=120, check=False)
+        assert done.returncode == code, done.stderr
+        report = json.loads(done.stdout if code == 0 else done.stderr)
+        named = report.get("path") or report.get("file")  # a report's, or an error's
+        assert named.endswith("store\\xff.mseg" + (".missing" if code else "")), report
+
+
+def test_human_output_survives_a_terminal_that_is_not_utf8(demo: Path) -> None:
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    done = subprocess.run([sys.executable, "-m", "memseg", "show", str(demo), "fix-short-header"],
+                          capture_output=True, timeout=120, check=False, env=env)
+    assert done.returncode == 0, done.stderr.decode()
+    assert b"\\u2026" in done.stdout  # the preview's cut mark, as an escape
+
+
+def test_a_name_that_starts_another_sessions_id_is_ambiguous(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "s.mseg"
+    with memseg.open(path, "a") as store:
+        with store.start_session(name="real") as rec:
+            rec.record("k", "real")
+        real = rec.id
+        with store.start_session(name=real.hex[:8]) as rec:  # a decoy named after its id
+            rec.record("k", "decoy")
+        decoy = rec.id
+    code, _, err = run(capsys, "cat", path, str(real)[:8], 0)
+    assert code == 2 and "give the full id" in err
+    code, out, _ = run(capsys, "cat", path, str(real), 0)
+    assert code == 0 and "real" in out
+    code, out, _ = run(capsys, "cat", path, str(decoy)[:8], 0)  # its own id prefix is fine
+    assert code == 0 and "decoy" in out
+    code, out, _ = run(capsys, "cat", path, real.hex[:12], 0)  # a prefix without hyphens
+    assert code == 0 and "real" in out
+
+
+@pytest.mark.parametrize("argv", [
+    ["ls", "{f}", "--regex", "--name", "a{99999999999}"],
+    ["search", "{f}", "--regex", "a{4294967295}"],
+    ["search", "{f}", "--regex", "(" * 1000 + "a" + ")" * 1000],
+    ["replay", "{f}", "fix-short-header", "--speed", "10", "--max-wait", "-1"],
+    ["replay", "{f}", "fix-short-header", "--speed", "nan"],
+    ["sweep", "{f}", "--days", "1", "--max-archive-bytes", "100"],
+    ["sweep", "{f}", "--days", "1", "--archive-to", "{f}.old", "--max-archive-bytes", "-1"],
+])
+def test_bad_arguments_are_usage_errors_not_tracebacks(
+        capsys: pytest.CaptureFixture[str], demo: Path, argv: list[str]) -> None:
+    code, _, err = run(capsys, *[a.replace("{f}", str(demo)) for a in argv])
+    assert code == 2 and err.startswith("memseg: ") and "Traceback" not in err
+
+
+def test_maintenance_commands_refuse_an_empty_file(capsys: pytest.CaptureFixture[str],
+                                                   tmp_path: Path) -> None:
+    empty = tmp_path / "empty.mseg"
+    empty.touch()
+    for argv in (["compact", empty], ["sweep", empty, "--days", "30"],
+                 ["archive", empty, "x"], ["end", empty, "x"]):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and "not a memseg file" in err, (argv, err)
+        assert empty.stat().st_size == 0
+
+
+def test_fifos_are_refused_by_import_and_sweep_and_by_the_library(
+        capsys: pytest.CaptureFixture[str], demo: Path, tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    store = tmp_path / "s.mseg"
+    shutil.copy(demo, store)
+    store.chmod(0o644)
+    for argv in (["import", store, fifo], ["sweep", store, "--days", "0", "--dry-run",
+                                           "--archive-to", fifo]):
+        code, _, err = run(capsys, *argv)  # would block forever on open()
+        assert code == 2 and f"{fifo}: not a regular file" in err, err
+    for mode in ("r", "a"):
+        with pytest.raises(OSError, match="not a regular file"):
+            memseg.open(fifo, mode)
+
+
+def test_archiving_a_session_named_twice_counts_it_once(capsys: pytest.CaptureFixture[str],
+                                                        demo: Path, tmp_path: Path) -> None:
+    store = tmp_path / "s.mseg"
+    shutil.copy(demo, store)
+    store.chmod(0o644)
+    code, out, _ = run(capsys, "archive", store, "fix-short-header", "fix-short-header")
+    assert code == 0 and "archived 1 of 1 session(s)" in out

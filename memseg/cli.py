@@ -61,8 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
          stderr: TextIO | None = None) -> int:
     """Run the command line; returns the exit code."""
-    if stdout is None and stderr is None:
-        _tolerant_streams()
+    _tolerant_streams(real_stdout=stdout is None, real_stderr=stderr is None)
     out = Out(stdout, stderr)
     argv = list(sys.argv[1:] if argv is None else argv)
     # Until the arguments parse, guess: a bad argument is reported as --json asks too.
@@ -113,12 +112,12 @@ def _fail(out: Out, exc: UsageError | MemsegError | OSError, file: str | None) -
     return code
 
 
-def _tolerant_streams() -> None:
+def _tolerant_streams(*, real_stdout: bool, real_stderr: bool) -> None:
     """Let the terminal's encoding show what it cannot encode as escapes: a file name that
     is not UTF-8 (held as surrogates) or a "…" on a Latin-1 terminal must not end a
-    command with a traceback."""
-    for stream in (sys.stdout, sys.stderr):
-        if isinstance(stream, io.TextIOWrapper):
+    command with a traceback. (JSON output escapes such characters itself, as JSON.)"""
+    for stream, real in ((sys.stdout, real_stdout), (sys.stderr, real_stderr)):
+        if real and isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
 
 

@@ -213,9 +213,10 @@ def cmd_sweep(args: argparse.Namespace, out: Out) -> int:
 def _copy_sessions(src: str, dest: str, sessions: list[str]) -> tuple[int, list[str]]:
     """Copy the named sessions (all when none are named) of ``src`` into ``dest``."""
     _must_differ(src, dest)
-    _must_exist(src)
+    with about(src):  # an empty source is named as such, not the destination
+        _must_exist(src)
     with about(src), memseg.open(src, "r") as store:
-        keys = [str(sid) for sid in resolve_sessions(store, sessions)] or [
+        keys = list(dict.fromkeys(str(sid) for sid in resolve_sessions(store, sessions))) or [
             str(i.id) for i in store.sessions()]
         with about(dest, *_DEST_ERRORS):
             return store.export(keys, dest), keys

@@ -405,6 +405,9 @@ def cmd_diff(args: argparse.Namespace, out: Out) -> int:
     return EXIT_PROBLEMS
 
 
+_LONGEST_WAIT = 7 * 86400.0
+
+
 def cmd_replay(args: argparse.Namespace, out: Out) -> int:
     """memseg replay: stream a session's actions, optionally paced."""
     if not args.speed >= 0:  # refuses NaN too
@@ -422,7 +425,9 @@ def cmd_replay(args: argparse.Namespace, out: Out) -> int:
             t0 = a.ts_ns if t0 is None else t0
             if args.speed > 0 and prev is not None:
                 wait = max(0.0, (a.ts_ns - prev) / 1e9 / args.speed)
-                time.sleep(min(wait, args.max_wait))
+                # --max-wait inf means "no cap" to a user; sleep() refuses what it cannot
+                # count, so a gap waits at most a week.
+                time.sleep(min(wait, args.max_wait, _LONGEST_WAIT))
             prev = a.ts_ns
             if args.jsonl:
                 out.jsonl(action_json(a))

@@ -83,29 +83,49 @@ def to_json(obj: object, *, indent: bool = True) -> bytes:
     try:
         return orjson.dumps(obj, default=_default, option=opts | orjson.OPT_NON_STR_KEYS)
     except TypeError:
-        # A str JSON cannot hold: a file name that is not UTF-8, which Python keeps as
-        # surrogates. Its bytes are written as \xNN escapes instead.
-        return orjson.dumps(_utf8_strings(obj), default=_default,
+        # A str JSON's UTF-8 cannot hold: a file name that is not UTF-8, which Python keeps
+        # with surrogates. orjson refuses those, so each goes through as a marker made with
+        # a token no string holds, which becomes JSON's own escape (\udcff): a reader
+        # decodes the exact name back, and a name that holds the text "\xff" stays apart.
+        token = secrets.token_hex(8)
+        data = orjson.dumps(_mark_surrogates(obj, token), default=_default,
                             option=opts | orjson.OPT_NON_STR_KEYS)
+        marker = re.escape(f"\ue000{token}".encode()) + rb"([0-9a-f]{4})" + re.escape(
+            "\ue001".encode())
+        return re.sub(marker, rb"\\u\1", data)
 
 
-def _utf8_strings(obj: object) -> object:
-    """``obj`` with each str that is not valid UTF-8 replaced by its bytes, escaped."""
+def _mark_surrogates(obj: object, token: str) -> object:
+    """``obj`` with each surrogate in its strings written as a marker (see `to_json`)."""
     if isinstance(obj, str):
-        try:
-            obj.encode("utf-8")
-        except UnicodeEncodeError:
-            try:
-                raw = obj.encode("utf-8", "surrogateescape")
-            except UnicodeEncodeError:  # a surrogate no OS name decodes to
-                return obj.encode("utf-8", "backslashreplace").decode()
-            return raw.decode("utf-8", "backslashreplace")
-        return obj
+        return _SURROGATE.sub(lambda m: f"\ue000{token}{ord(m.group()):04x}\ue001", obj)
     if isinstance(obj, dict):
-        return {_utf8_strings(k): _utf8_strings(v) for k, v in obj.items()}
+        return {_mark_surrogates(k, token): _mark_surrogates(v, token) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_utf8_strings(v) for v in obj]
+        return [_mark_surrogates(v, token) for v in obj]
     return obj
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NON_ASCII = re.compile("[^\x00-\x7f]")
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code > 0xFFFF:  # as a surrogate pair, as JSON writes it
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
+
+
+def _json_text(data: bytes, stream: TextIO) -> str:
+    """JSON for ``stream``: as is when it writes UTF-8, else with every character beyond
+    ASCII as a JSON escape, so that it stays valid JSON on any terminal's encoding."""
+    text = data.decode()
+    encoding = (getattr(stream, "encoding", None) or "utf-8").lower().replace("-", "")
+    if encoding in ("utf8", "utf8sig") or text.isascii():
+        return text
+    return _NON_ASCII.sub(_json_escape, text)
 
 
 def type_name(value_type: int) -> str:
@@ -257,17 +277,17 @@ class Out:
 
     def json(self, obj: object) -> None:
         """Write ``obj`` as indented JSON."""
-        self.stdout.write(to_json(obj).decode() + "\n")
+        self.stdout.write(_json_text(to_json(obj), self.stdout) + "\n")
 
     def jsonl(self, obj: object) -> None:
         """Write ``obj`` as one JSON line."""
-        self.stdout.write(to_json(obj, indent=False).decode() + "\n")
+        self.stdout.write(_json_text(to_json(obj, indent=False), self.stdout) + "\n")
 
     def error(self, text: str, record: Mapping[str, object] | None = None) -> None:
         """A message on stderr: ``text``, or with --json ``record`` as one JSON line."""
         if self.json_errors:
             obj = dict(record) if record else {"message": text}
-            self.stderr.write(to_json(obj, indent=False).decode() + "\n")
+            self.stderr.write(_json_text(to_json(obj, indent=False), self.stderr) + "\n")
         else:
             self.stderr.write(f"memseg: {self._emit(text)}\n")
 

@@ -289,17 +289,24 @@ def resolve_path(path: str) -> str:
 # the parent's. So the child swaps its copies for read-only ones at once (O_CLOEXEC
 # covers exec, not fork). _FORK_GUARD keeps a fork from landing between an open and its
 # registration, and the registration before the lock is taken.
+def _refuse_irregular(st_mode: int, path: str) -> None:
+    if not stat.S_ISREG(st_mode):
+        raise OSError(errno.EISDIR if stat.S_ISDIR(st_mode) else errno.EINVAL,
+                      "not a regular file", path)
+
+
 def _open_regular(path: str, flags: int, mode: int) -> int:
-    """A descriptor of the regular file at ``path``. Opened non-blocking, because opening a
-    FIFO for reading waits for a writer (forever, if none comes); a FIFO, device or
-    directory is then refused, and a regular file goes on in blocking mode."""
-    fd = os.open(path, flags | os.O_CLOEXEC | os.O_NONBLOCK, mode)
+    """A descriptor of the regular file at ``path``; a FIFO, device or directory is refused.
+
+    Checked before opening, because opening a FIFO for reading waits for a writer (forever,
+    if none comes), and not by opening non-blocking, which makes the open of a file with a
+    lease on it (Samba oplocks, NFS delegations) fail instead of waiting for the lease to
+    be broken. Checked again on the descriptor, for what the path named by then."""
+    with contextlib.suppress(FileNotFoundError):  # the open creates it, or says it is missing
+        _refuse_irregular(os.stat(path).st_mode, path)
+    fd = os.open(path, flags | os.O_CLOEXEC, mode)
     try:
-        st_mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(st_mode):
-            raise OSError(errno.EISDIR if stat.S_ISDIR(st_mode) else errno.EINVAL,
-                          "not a regular file", path)
-        os.set_blocking(fd, True)
+        _refuse_irregular(os.fstat(fd).st_mode, path)
     except BaseException:
         os.close(fd)
         raise

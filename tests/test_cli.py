@@ -670,7 +670,8 @@ def test_a_file_name_that_is_not_utf8_is_reported_in_json(tmp_path: Path) -> Non
         assert done.returncode == code, done.stderr
         report = json.loads(done.stdout if code == 0 else done.stderr)
         named = report.get("path") or report.get("file")  # a report's, or an error's
-        assert named.endswith("store\\xff.mseg" + (".missing" if code else "")), report
+        # JSON's own escape (\udcff): decoded, the name's exact bytes come back.
+        assert os.fsencode(named) == name + (b".missing" if code else b""), report
 
 
 def test_human_output_survives_a_terminal_that_is_not_utf8(demo: Path) -> None:
@@ -750,3 +751,53 @@ def test_archiving_a_session_named_twice_counts_it_once(capsys: pytest.CaptureFi
     store.chmod(0o644)
     code, out, _ = run(capsys, "archive", store, "fix-short-header", "fix-short-header")
     assert code == 0 and "archived 1 of 1 session(s)" in out
+
+
+def test_json_stays_valid_json_on_a_terminal_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "s.mseg"
+    with memseg.open(path, "a") as store, store.start_session(name="café 😀") as rec:
+        rec.record("k", "v")
+    for encoding in ("ascii", "latin-1"):
+        env = {**os.environ, "PYTHONIOENCODING": encoding}
+        done = subprocess.run([sys.executable, "-m", "memseg", "ls", str(path), "--json"],
+                              capture_output=True, timeout=120, check=False, env=env)
+        assert done.returncode == 0, done.stderr.decode()
+        assert json.loads(done.stdout)[0]["name"] == "café 😀"
+
+
+def test_main_with_one_stream_given_tolerates_the_other(tmp_path: Path) -> None:
+    name = os.fsencode(tmp_path) + b"/ps\xff.mseg"
+    record_demo(os.fsdecode(name))
+    script = ("import io, os, sys; from memseg.cli import main; "
+              "sys.exit(main(['verify', os.fsdecode(sys.argv[1].encode('utf-8', "
+              "'surrogateescape'))], stderr=io.StringIO()))")
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
+    done = subprocess.run([sys.executable.encode(), b"-c", script.encode(), name],
+                          capture_output=True, timeout=120, check=False, env=env)
+    assert done.returncode == 0 and b"OK" in done.stdout, done.stderr.decode()
+
+
+def test_import_names_the_source_that_is_empty(capsys: pytest.CaptureFixture[str],
+                                               demo: Path, tmp_path: Path) -> None:
+    empty, dest = tmp_path / "empty.mseg", tmp_path / "dest.mseg"
+    empty.touch()
+    code, _, err = run(capsys, "import", dest, empty)
+    assert code == 2 and err.startswith(f"memseg: {empty}: not a memseg file"), err
+    assert not dest.exists()
+
+
+def test_export_lists_a_session_named_twice_once(capsys: pytest.CaptureFixture[str],
+                                                 demo: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "old.mseg"
+    code, report = run_json(capsys, "export", demo, dest, "fix-short-header", "fix-short-header")
+    assert code == 0 and report["copied"] == 1 and len(report["sessions"]) == 1
+
+
+def test_replay_without_a_wait_cap_waits_what_sleep_can_count(
+        capsys: pytest.CaptureFixture[str], demo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr("memseg.cli_read.time.sleep", waits.append)
+    code, _, err = run(capsys, "replay", demo, "fix-short-header", "--speed", "1e-300",
+                       "--max-wait", "inf")
+    assert code == 0, err
+    assert waits and max(waits) == 7 * 86400.0  # a gap of 1e300 s, capped at a week

@@ -203,3 +203,42 @@ def test_a_forked_child_neither_keeps_the_lock_nor_writes(tmp_path: Path) -> Non
     finally:
         os.kill(child, 9)
         writer.stdout.close()  # the child held it open too
+
+
+_LEASE_HOLDER = textwrap.dedent("""
+    import fcntl, os, signal, sys, time
+    fd = os.open(sys.argv[1], os.O_RDONLY)
+    def broken(*_):  # as Samba or an NFS server does: give the lease up when asked
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+    signal.signal(signal.SIGIO, broken)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+    except OSError as exc:
+        print("unsupported", exc, flush=True)
+        sys.exit(0)
+    print("taken", flush=True)
+    time.sleep(30)
+""")
+
+
+def test_a_writer_waits_for_a_lease_to_be_broken(tmp_path: Path) -> None:
+    """An open that does not block (once used to refuse FIFOs) fails at once with EAGAIN
+    on a file another process holds a lease on, as Samba's oplocks and NFS delegations
+    are; a writer must wait for the lease holder to let go, as open() does."""
+    path = tmp_path / "s.mseg"
+    with memseg.open(path, "a") as store, store.start_session(name="s") as rec:
+        rec.record("k", "v")
+    holder = subprocess.Popen([sys.executable, "-c", _LEASE_HOLDER, str(path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        said = holder.stdout.readline()
+        if not said.startswith("taken"):
+            pytest.skip(f"no file leases here: {said.strip()}")
+        with memseg.open(path, "a") as store:
+            assert store.session("s").actions[0].value() == "v"
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()

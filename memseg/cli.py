@@ -61,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
          stderr: TextIO | None = None) -> int:
     """Run the command line; returns the exit code."""
-    _tolerant_streams(real_stdout=stdout is None, real_stderr=stderr is None)
     out = Out(stdout, stderr)
+    _tolerant_streams(out.stdout, out.stderr)
     argv = list(sys.argv[1:] if argv is None else argv)
     # Until the arguments parse, guess: a bad argument is reported as --json asks too.
     out.json_errors = bool({"--json", "--jsonl"} & set(argv))
@@ -112,12 +112,13 @@ def _fail(out: Out, exc: UsageError | MemsegError | OSError, file: str | None) -
     return code
 
 
-def _tolerant_streams(*, real_stdout: bool, real_stderr: bool) -> None:
-    """Let the terminal's encoding show what it cannot encode as escapes: a file name that
-    is not UTF-8 (held as surrogates) or a "…" on a Latin-1 terminal must not end a
-    command with a traceback. (JSON output escapes such characters itself, as JSON.)"""
-    for stream, real in ((sys.stdout, real_stdout), (sys.stderr, real_stderr)):
-        if real and isinstance(stream, io.TextIOWrapper):
+def _tolerant_streams(*streams: TextIO) -> None:
+    """Let the streams the command writes to show what their encoding cannot encode as
+    escapes: a file name that is not UTF-8 (held as surrogates) or a "…" on a Latin-1
+    terminal must not end a command with a traceback. (JSON output escapes such
+    characters itself, as JSON.)"""
+    for stream in streams:
+        if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
 
 

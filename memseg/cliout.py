@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import codecs
 import dataclasses
 import datetime as dt
 import enum
@@ -99,9 +100,11 @@ def _mark_surrogates(obj: object, token: str) -> object:
     """``obj`` with each surrogate in its strings written as a marker (see `to_json`)."""
     if isinstance(obj, str):
         return _SURROGATE.sub(lambda m: f"\ue000{token}{ord(m.group()):04x}\ue001", obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
     if isinstance(obj, dict):
         return {_mark_surrogates(k, token): _mark_surrogates(v, token) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
+    if isinstance(obj, list | tuple | set | frozenset):
         return [_mark_surrogates(v, token) for v in obj]
     return obj
 
@@ -122,10 +125,16 @@ def _json_text(data: bytes, stream: TextIO) -> str:
     """JSON for ``stream``: as is when it writes UTF-8, else with every character beyond
     ASCII as a JSON escape, so that it stays valid JSON on any terminal's encoding."""
     text = data.decode()
-    encoding = (getattr(stream, "encoding", None) or "utf-8").lower().replace("-", "")
-    if encoding in ("utf8", "utf8sig") or text.isascii():
+    if text.isascii() or _writes_utf8(stream):
         return text
     return _NON_ASCII.sub(_json_escape, text)
+
+
+def _writes_utf8(stream: TextIO) -> bool:
+    try:
+        return codecs.lookup(getattr(stream, "encoding", None) or "utf-8").name == "utf-8"
+    except LookupError:
+        return False
 
 
 def type_name(value_type: int) -> str:

@@ -228,10 +228,16 @@ class OsFileSystem:
             flags |= os.O_CREAT | (os.O_EXCL if exclusive else 0)
         if not write:
             return OsFile(_open_regular(path, flags, mode), path)
-        with _FORK_GUARD:  # a fork must not copy the descriptor before it is registered
-            f = OsFile(_open_regular(path, flags, mode), path)
-            _WRITE_HANDLES.add(f)
-        return f
+        for _ in range(_LEASE_RETRIES):
+            with _FORK_GUARD:  # a fork must not copy the descriptor before it is registered
+                fd = _try_open_regular(path, flags, mode)
+                if fd is not None:
+                    return _registered(fd, path)
+            # Outside the guard, which every fork, open and close of a writer waits for:
+            # a lease holder may take its time (45 s by default) to let go.
+            _wait_for_lease(path, flags, mode)
+        with _FORK_GUARD:
+            return _registered(_open_blocking(path, flags, mode), path)
 
     def identity(self, path: str) -> tuple[int, int] | None:
         try:
@@ -282,28 +288,60 @@ def resolve_path(path: str) -> str:
         return os.path.abspath(path)
     return real
 
-# Every descriptor opened for writing (a writer's, which holds its lock, and a
-# compaction's new file). A forked child gets copies of them, and an flock belongs to
-# the open file description they share: a child outliving its killed parent would keep
-# the file locked, and a child that went on writing would interleave its records with
-# the parent's. So the child swaps its copies for read-only ones at once (O_CLOEXEC
-# covers exec, not fork). _FORK_GUARD keeps a fork from landing between an open and its
-# registration, and the registration before the lock is taken.
+
 def _refuse_irregular(st_mode: int, path: str) -> None:
     if not stat.S_ISREG(st_mode):
         raise OSError(errno.EISDIR if stat.S_ISDIR(st_mode) else errno.EINVAL,
                       "not a regular file", path)
 
 
-def _open_regular(path: str, flags: int, mode: int) -> int:
-    """A descriptor of the regular file at ``path``; a FIFO, device or directory is refused.
+def _try_open_regular(path: str, flags: int, mode: int) -> int | None:
+    """A descriptor of the regular file at ``path`` (a FIFO, device or directory is refused),
+    or None when a lease another process holds on it makes the open wait.
 
-    Checked before opening, because opening a FIFO for reading waits for a writer (forever,
-    if none comes), and not by opening non-blocking, which makes the open of a file with a
-    lease on it (Samba oplocks, NFS delegations) fail instead of waiting for the lease to
-    be broken. Checked again on the descriptor, for what the path named by then."""
-    with contextlib.suppress(FileNotFoundError):  # the open creates it, or says it is missing
-        _refuse_irregular(os.stat(path).st_mode, path)
+    The open does not block: opening a FIFO for reading waits for a writer, forever if none
+    comes, and the path may name one by the time it is opened, whatever it named before.
+    Not blocking also makes the open of a file with a lease on it (Samba's oplocks, NFS
+    delegations) fail with EAGAIN, where a blocking open waits for the lease to be broken:
+    that is the None, and `_wait_for_lease` does the waiting."""
+    try:
+        fd = os.open(path, flags | os.O_CLOEXEC | os.O_NONBLOCK, mode)
+    except BlockingIOError:
+        return None
+    try:
+        _refuse_irregular(os.fstat(fd).st_mode, path)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _wait_for_lease(path: str, flags: int, mode: int) -> None:
+    """Wait as a blocking open does until the lease on the file at ``path`` is broken."""
+    _refuse_irregular(os.stat(path).st_mode, path)  # a FIFO would block the open for good
+    os.close(os.open(path, flags | os.O_CLOEXEC, mode))
+
+
+# Leases broken and granted again this many times in a row: the open then waits for the
+# lease as open() does (for a writer, while it holds the fork guard).
+_LEASE_RETRIES = 3
+
+
+def _open_regular(path: str, flags: int, mode: int) -> int:
+    """`_try_open_regular`, waiting out a lease."""
+    for _ in range(_LEASE_RETRIES):
+        fd = _try_open_regular(path, flags, mode)
+        if fd is not None:
+            return fd
+        _wait_for_lease(path, flags, mode)
+    return _open_blocking(path, flags, mode)
+
+
+def _open_blocking(path: str, flags: int, mode: int) -> int:
+    """Open as open() does, waiting for a lease: the path is checked first (what it names
+    may still change before the open), the descriptor after."""
+    _refuse_irregular(os.stat(path).st_mode, path)
     fd = os.open(path, flags | os.O_CLOEXEC, mode)
     try:
         _refuse_irregular(os.fstat(fd).st_mode, path)
@@ -313,7 +351,23 @@ def _open_regular(path: str, flags: int, mode: int) -> int:
     return fd
 
 
+# Every descriptor opened for writing (a writer's, which holds its lock, and a
+# compaction's new file). A forked child gets copies of them, and an flock belongs to
+# the open file description they share: a child outliving its killed parent would keep
+# the file locked, and a child that went on writing would interleave its records with
+# the parent's. So the child swaps its copies for read-only ones at once (O_CLOEXEC
+# covers exec, not fork). _FORK_GUARD keeps a fork from landing between an open and its
+# registration, and the registration before the lock is taken.
 _WRITE_HANDLES: weakref.WeakSet[OsFile] = weakref.WeakSet()
+
+
+def _registered(fd: int, path: str) -> OsFile:
+    """A writer's descriptor, registered for the fork hook; the caller holds _FORK_GUARD."""
+    f = OsFile(fd, path)
+    _WRITE_HANDLES.add(f)
+    return f
+
+
 _FORK_GUARD = threading.Lock()
 
 

@@ -3,6 +3,7 @@ and the promise that reading commands leave the file exactly as it was."""
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import io
 import json
@@ -19,6 +20,7 @@ import pytest
 
 import memseg
 from memseg.cli import main
+from memseg.cliout import Out, to_json
 from memseg.demo import record_demo
 from memseg.format import FILE_HEADER
 from tests.forensic_support import build_store, file_state, stored_actions, with_damaged_header
@@ -769,8 +771,9 @@ def test_main_with_one_stream_given_tolerates_the_other(tmp_path: Path) -> None:
     name = os.fsencode(tmp_path) + b"/ps\xff.mseg"
     record_demo(os.fsdecode(name))
     script = ("import io, os, sys; from memseg.cli import main; "
-              "sys.exit(main(['verify', os.fsdecode(sys.argv[1].encode('utf-8', "
-              "'surrogateescape'))], stderr=io.StringIO()))")
+              "path = os.fsdecode(sys.argv[1].encode('utf-8', 'surrogateescape')); "
+              "code = main(['verify', path], stdout=sys.stdout, stderr=io.StringIO()); "
+              "sys.exit(code or main(['verify', path], stderr=io.StringIO()))")
     env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
     done = subprocess.run([sys.executable.encode(), b"-c", script.encode(), name],
                           capture_output=True, timeout=120, check=False, env=env)
@@ -801,3 +804,33 @@ def test_replay_without_a_wait_cap_waits_what_sleep_can_count(
                        "--max-wait", "inf")
     assert code == 0, err
     assert waits and max(waits) == 7 * 86400.0  # a gap of 1e300 s, capped at a week
+
+
+def test_json_escapes_non_utf8_names_wherever_they_sit() -> None:
+    @dataclasses.dataclass
+    class Report:
+        path: str
+
+    name = os.fsdecode(b"a\xff.mseg")
+    for obj in ({"r": Report(name)}, [Report(name)], {"names": frozenset([name])},
+                {name: (name, b"\x00")}):
+        data = to_json(obj, indent=False)
+        assert b"\\udcff" in data and b"\xee\x80\x80" not in data  # no marker left
+        assert name in json.dumps(json.loads(data), ensure_ascii=False)
+
+
+def test_json_keeps_utf8_for_a_stream_that_names_utf8_its_own_way() -> None:
+    class Stream(io.StringIO):
+        def __init__(self, encoding: str) -> None:
+            super().__init__()
+            self._encoding = encoding
+
+        @property
+        def encoding(self) -> str:  # type: ignore[override]
+            return self._encoding
+
+    for encoding, raw in (("utf_8", True), ("U8", True), ("UTF-8", True), ("cp1252", False)):
+        stream = Stream(encoding)
+        Out(stream).json({"name": "café"})
+        assert ("café" in stream.getvalue()) is raw, encoding
+        assert json.loads(stream.getvalue())["name"] == "café"

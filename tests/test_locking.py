@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import select
 import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -242,3 +244,59 @@ def test_a_writer_waits_for_a_lease_to_be_broken(tmp_path: Path) -> None:
         holder.wait()
         if holder.stdout is not None:
             holder.stdout.close()
+
+
+_SLOW_LEASE_HOLDER = textwrap.dedent("""
+    import fcntl, os, select, signal, sys, time
+    fd = os.open(sys.argv[1], os.O_RDONLY)
+    go = sys.stdin.fileno()
+    def broken(*_):  # tell the test, then hold on until it says to let go (or 20 s pass)
+        print("broken", flush=True)
+        select.select([go], [], [], 20)
+        print("released", flush=True)
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+    signal.signal(signal.SIGIO, broken)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+    except OSError as exc:
+        print("unsupported", exc, flush=True)
+        sys.exit(0)
+    print("taken", flush=True)
+    time.sleep(60)
+""")
+
+
+def test_waiting_for_a_lease_holds_up_no_other_writer(tmp_path: Path) -> None:
+    """A writer waiting for a lease to be broken once did so holding the lock every
+    writer's open and close and every fork takes: an unrelated store could not be
+    opened or closed until the lease holder let go (up to 45 s)."""
+    leased, other = tmp_path / "leased.mseg", tmp_path / "other.mseg"
+    with memseg.open(leased, "a") as store, store.start_session(name="s") as rec:
+        rec.record("k", "v")
+    holder = subprocess.Popen([sys.executable, "-c", _SLOW_LEASE_HOLDER, str(leased)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdin is not None and holder.stdout is not None
+    opened: list[memseg.Store] = []
+    waiter = threading.Thread(target=lambda: opened.append(memseg.open(leased, "a")))
+    try:
+        said = holder.stdout.readline()
+        if not said.startswith("taken"):
+            pytest.skip(f"no file leases here: {said.strip()}")
+        waiter.start()
+        assert holder.stdout.readline().startswith("broken")  # the waiter is waiting now
+        with memseg.open(other, "a") as store, store.start_session(name="o") as rec:
+            rec.record("k", "v")
+        # Opened and closed while the lease is still held: the holder has not let go.
+        assert not select.select([holder.stdout], [], [], 0)[0], holder.stdout.readline()
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().startswith("released")
+        waiter.join(30)
+        assert opened and opened[0].session("s").actions[0].value() == "v"
+    finally:
+        for store in opened:
+            store.close()
+        holder.kill()
+        holder.wait()
+        holder.stdin.close()
+        holder.stdout.close()

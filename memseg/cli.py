@@ -10,6 +10,7 @@ compare); this module only parses and prints.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import sys
@@ -118,8 +119,10 @@ def _tolerant_streams(*streams: TextIO) -> None:
     terminal must not end a command with a traceback. (JSON output escapes such
     characters itself, as JSON.)"""
     for stream in streams:
-        if isinstance(stream, io.TextIOWrapper):
-            stream.reconfigure(errors="backslashreplace")
+        # The process's own streams only: a caller's stream is the caller's to configure.
+        if (stream is sys.stdout or stream is sys.stderr) and isinstance(stream, io.TextIOWrapper):
+            with contextlib.suppress(ValueError):  # closed: writing to it fails later, in the try
+                stream.reconfigure(errors="backslashreplace")
 
 
 def _quiet_stdout() -> None:

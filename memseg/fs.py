@@ -15,6 +15,7 @@ import stat
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
 from memseg.errors import LockedError
@@ -227,17 +228,11 @@ class OsFileSystem:
         if create:
             flags |= os.O_CREAT | (os.O_EXCL if exclusive else 0)
         if not write:
-            return OsFile(_open_regular(path, flags, mode), path)
-        for _ in range(_LEASE_RETRIES):
-            with _FORK_GUARD:  # a fork must not copy the descriptor before it is registered
-                fd = _try_open_regular(path, flags, mode)
-                if fd is not None:
-                    return _registered(fd, path)
-            # Outside the guard, which every fork, open and close of a writer waits for:
-            # a lease holder may take its time (45 s by default) to let go.
-            _wait_for_lease(path, flags, mode)
-        with _FORK_GUARD:
-            return _registered(_open_blocking(path, flags, mode), path)
+            return _open_regular(path, flags, mode, lambda fd: OsFile(fd, path),
+                                 contextlib.nullcontext())
+        # A fork must not copy a writer's descriptor before it is registered: the open
+        # and the registration happen in one hold of the guard.
+        return _open_regular(path, flags, mode, lambda fd: _registered(fd, path), _FORK_GUARD)
 
     def identity(self, path: str) -> tuple[int, int] | None:
         try:
@@ -295,15 +290,22 @@ def _refuse_irregular(st_mode: int, path: str) -> None:
                       "not a regular file", path)
 
 
-def _try_open_regular(path: str, flags: int, mode: int) -> int | None:
-    """A descriptor of the regular file at ``path`` (a FIFO, device or directory is refused),
-    or None when a lease another process holds on it makes the open wait.
+def _try_open_regular(path: str, flags: int, mode: int,
+                      wrap: Callable[[int], OsFile]) -> OsFile | None:
+    """``wrap`` of a descriptor of the regular file at ``path`` (a FIFO, device, socket or
+    directory is refused), or None when a lease another process holds on it makes the
+    open wait.
 
-    The open does not block: opening a FIFO for reading waits for a writer, forever if none
-    comes, and the path may name one by the time it is opened, whatever it named before.
-    Not blocking also makes the open of a file with a lease on it (Samba's oplocks, NFS
-    delegations) fail with EAGAIN, where a blocking open waits for the lease to be broken:
-    that is the None, and `_wait_for_lease` does the waiting."""
+    The path is checked before it is opened, because opening some devices does something
+    (a tty becomes the controlling terminal, a tape rewinds), and the descriptor after,
+    for what the path named by then. The open does not block: opening a FIFO for reading
+    waits for a writer, forever if none comes. Not blocking also makes the open of a file
+    with a lease on it (Samba's oplocks, NFS delegations) fail with EAGAIN where a
+    blocking open would wait; that open has told the holder to let go (see
+    `_open_regular`). ``wrap`` runs before the descriptor leaves the try, so an interrupt
+    there cannot leak it."""
+    with contextlib.suppress(FileNotFoundError):  # the open creates it, or says it is missing
+        _refuse_irregular(os.stat(path).st_mode, path)
     try:
         fd = os.open(path, flags | os.O_CLOEXEC | os.O_NONBLOCK, mode)
     except BlockingIOError:
@@ -311,44 +313,39 @@ def _try_open_regular(path: str, flags: int, mode: int) -> int | None:
     try:
         _refuse_irregular(os.fstat(fd).st_mode, path)
         os.set_blocking(fd, True)
+        return wrap(fd)
     except BaseException:
         os.close(fd)
         raise
-    return fd
 
 
-def _wait_for_lease(path: str, flags: int, mode: int) -> None:
-    """Wait as a blocking open does until the lease on the file at ``path`` is broken."""
-    _refuse_irregular(os.stat(path).st_mode, path)  # a FIFO would block the open for good
-    os.close(os.open(path, flags | os.O_CLOEXEC, mode))
-
-
-# Leases broken and granted again this many times in a row: the open then waits for the
-# lease as open() does (for a writer, while it holds the fork guard).
-_LEASE_RETRIES = 3
-
-
-def _open_regular(path: str, flags: int, mode: int) -> int:
-    """`_try_open_regular`, waiting out a lease."""
-    for _ in range(_LEASE_RETRIES):
-        fd = _try_open_regular(path, flags, mode)
-        if fd is not None:
-            return fd
-        _wait_for_lease(path, flags, mode)
-    return _open_blocking(path, flags, mode)
-
-
-def _open_blocking(path: str, flags: int, mode: int) -> int:
-    """Open as open() does, waiting for a lease: the path is checked first (what it names
-    may still change before the open), the descriptor after."""
-    _refuse_irregular(os.stat(path).st_mode, path)
-    fd = os.open(path, flags | os.O_CLOEXEC, mode)
+def _lease_break_time() -> float:
+    """Seconds the kernel gives a lease holder to let go before it breaks the lease itself."""
     try:
-        _refuse_irregular(os.fstat(fd).st_mode, path)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+        with open("/proc/sys/fs/lease-break-time", "rb") as f:
+            return float(f.read().strip() or 45)
+    except (OSError, ValueError):
+        return 45.0
+
+
+def _open_regular(path: str, flags: int, mode: int, wrap: Callable[[int], OsFile],
+                  guard: contextlib.AbstractContextManager[object]) -> OsFile:
+    """`_try_open_regular` inside ``guard``, again until a lease on the file is given up.
+
+    An open that fails on a lease has started the lease's break: its holder is told to let
+    go, and the kernel takes the lease away itself after lease-break-time. So the open is
+    tried again, with the guard let go between tries (the holder may take 45 s), and
+    never blocks: no FIFO put at the path meanwhile can hang it."""
+    delay, deadline = 0.002, time.monotonic() + _lease_break_time() + 5.0
+    while True:
+        with guard:
+            opened = _try_open_regular(path, flags, mode, wrap)
+        if opened is not None:
+            return opened
+        if time.monotonic() > deadline:
+            raise OSError(errno.EAGAIN, "a lease on the file was not given up", path)
+        time.sleep(delay)
+        delay = min(2 * delay, 0.05)
 
 
 # Every descriptor opened for writing (a writer's, which holds its lock, and a

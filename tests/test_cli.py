@@ -834,3 +834,9 @@ def test_json_keeps_utf8_for_a_stream_that_names_utf8_its_own_way() -> None:
         Out(stream).json({"name": "café"})
         assert ("café" in stream.getvalue()) is raw, encoding
         assert json.loads(stream.getvalue())["name"] == "café"
+
+
+def test_a_callers_own_streams_are_left_as_they_were(demo: Path) -> None:
+    out, err = (io.TextIOWrapper(io.BytesIO(), encoding="utf-8") for _ in range(2))
+    assert main(["info", str(demo)], stdout=out, stderr=err) == 0
+    assert (out.errors, err.errors) == ("strict", "strict")

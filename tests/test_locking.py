@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import select
+import socket
 import stat
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import memseg
+from memseg import fs
 
 HOLD_LOCK = textwrap.dedent("""
     import sys, time, memseg
@@ -300,3 +302,56 @@ def test_waiting_for_a_lease_holds_up_no_other_writer(tmp_path: Path) -> None:
         holder.wait()
         holder.stdin.close()
         holder.stdout.close()
+
+
+def test_a_socket_is_refused_without_being_opened(tmp_path: Path) -> None:
+    """Anything but a regular file is refused before it is opened: opening a device can act
+    (a tty becomes the controlling terminal, a tape rewinds). A socket shows it: opened,
+    it fails with ENXIO instead."""
+    path = tmp_path / "sock"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(path))
+        for mode in ("r", "a"):
+            with pytest.raises(OSError, match="not a regular file"):
+                memseg.open(path, mode)
+
+
+def test_a_fifo_swapped_in_while_waiting_for_a_lease_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wait for a lease once ended in a blocking open, which a FIFO put at the path
+    meanwhile hung for good. Every try is a non-blocking open that checks what it got."""
+    path = tmp_path / "s.mseg"
+    with memseg.open(path, "a"):
+        pass
+    real_open, tries = os.open, []
+
+    def leased_once(p: str, flags: int, mode: int = 0o777) -> int:
+        tries.append(flags)
+        if len(tries) == 1:
+            raise BlockingIOError(11, "a lease")
+        return real_open(p, flags, mode)
+
+    def swap_in_a_fifo(_: float) -> None:
+        path.unlink()
+        os.mkfifo(path)
+
+    monkeypatch.setattr("memseg.fs.os.open", leased_once)
+    monkeypatch.setattr("memseg.fs.time.sleep", swap_in_a_fifo)
+    with pytest.raises(OSError, match="not a regular file"):
+        memseg.open(path, "r")
+    assert all(flags & os.O_NONBLOCK for flags in tries)
+
+
+def test_an_interrupt_while_registering_a_writer_closes_its_descriptor(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "s.mseg"
+    path.write_bytes(b"")
+    before = set(os.listdir("/proc/self/fd"))
+
+    def interrupted(fd: int, p: str) -> fs.OsFile:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fs, "_registered", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fs.OS_FS.open(str(path), write=True, create=False)
+    assert set(os.listdir("/proc/self/fd")) == before

@@ -304,19 +304,52 @@ def _try_open_regular(path: str, flags: int, mode: int,
     blocking open would wait; that open has told the holder to let go (see
     `_open_regular`). ``wrap`` runs before the descriptor leaves the try, so an interrupt
     there cannot leak it."""
-    with contextlib.suppress(FileNotFoundError):  # the open creates it, or says it is missing
-        _refuse_irregular(os.stat(path).st_mode, path)
-    try:
-        fd = os.open(path, flags | os.O_CLOEXEC | os.O_NONBLOCK, mode)
-    except BlockingIOError:
-        return None
+    if not flags & os.O_EXCL:  # an exclusive create opens nothing that is there already
+        with contextlib.suppress(FileNotFoundError):  # the open creates it, or says so
+            _refuse_irregular(os.stat(path).st_mode, path)
+    fd = _open_nonblocking(path, flags, mode)
+    if fd is None:
+        return None  # a lease: the caller waits
     try:
         _refuse_irregular(os.fstat(fd).st_mode, path)
         os.set_blocking(fd, True)
         return wrap(fd)
     except BaseException:
+        for f in [f for f in _WRITE_HANDLES if f._fd == fd]:  # registered before it failed
+            _WRITE_HANDLES.discard(f)
+            f._fd = -1
         os.close(fd)
         raise
+
+
+def _open_nonblocking(path: str, flags: int, mode: int) -> int | None:
+    """os.open without blocking, or None when a lease another process holds is in the way.
+
+    EAGAIN can have other causes (a FUSE server, a fanotify listener): those fail at once
+    instead of being waited out. A lease is listed in /proc/locks from the failed open
+    until its holder lets go; a holder that let go at once leaves nothing listed, and the
+    open then goes through when tried again."""
+    for last in (False, True):
+        try:
+            return os.open(path, flags | os.O_CLOEXEC | os.O_NONBLOCK, mode)
+        except BlockingIOError:
+            if _leased(path):
+                return None
+            if last:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _leased(path: str) -> bool:
+    """Whether the kernel lists a lease on the file at ``path`` (/proc/locks)."""
+    try:
+        st = os.stat(path)
+        with open("/proc/locks", "rb") as f:
+            table = f.read()
+    except OSError:
+        return False
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino} ".encode()
+    return any(b"LEASE" in line and inode in line for line in table.splitlines())
 
 
 def _lease_break_time() -> float:

@@ -336,6 +336,7 @@ def test_a_fifo_swapped_in_while_waiting_for_a_lease_is_refused(
         os.mkfifo(path)
 
     monkeypatch.setattr("memseg.fs.os.open", leased_once)
+    monkeypatch.setattr("memseg.fs._leased", lambda p: len(tries) == 1)
     monkeypatch.setattr("memseg.fs.time.sleep", swap_in_a_fifo)
     with pytest.raises(OSError, match="not a regular file"):
         memseg.open(path, "r")
@@ -348,10 +349,43 @@ def test_an_interrupt_while_registering_a_writer_closes_its_descriptor(
     path.write_bytes(b"")
     before = set(os.listdir("/proc/self/fd"))
 
+    real_registered, held = fs._registered, []
+
     def interrupted(fd: int, p: str) -> fs.OsFile:
-        raise KeyboardInterrupt
+        held.append(real_registered(fd, p))  # kept alive, as a traceback would keep it
+        raise KeyboardInterrupt  # just after the registration
 
     monkeypatch.setattr(fs, "_registered", interrupted)
     with pytest.raises(KeyboardInterrupt):
         fs.OS_FS.open(str(path), write=True, create=False)
     assert set(os.listdir("/proc/self/fd")) == before
+    # Nor is it left registered: a fork would swap whatever file reuses its number.
+    assert held and held[0] not in fs._WRITE_HANDLES
+
+
+def test_eagain_that_is_no_lease_fails_at_once(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A FUSE server or a fanotify listener may answer an open with EAGAIN: that is an
+    error to report, not a lease to wait out for 50 s."""
+    path = tmp_path / "s.mseg"
+    path.write_bytes(b"")
+
+    def refused(p: str, flags: int, mode: int = 0o777) -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable", p)
+
+    def no_waiting(_: float) -> None:
+        raise AssertionError("waited for a lease that is not there")
+
+    monkeypatch.setattr("memseg.fs.os.open", refused)
+    monkeypatch.setattr("memseg.fs.time.sleep", no_waiting)
+    with pytest.raises(BlockingIOError, match="temporarily unavailable"):
+        memseg.open(path, "a")
+
+
+def test_an_exclusive_create_over_any_name_says_it_exists(tmp_path: Path) -> None:
+    (tmp_path / "dir").mkdir()
+    for target in (tmp_path / "dir", tmp_path / "loop", Path("/dev/null")):
+        link = tmp_path / f"link-{target.name}"
+        link.symlink_to(target)
+        with pytest.raises(FileExistsError):
+            fs.OS_FS.open(str(link), write=True, create=True, mode=0o600, exclusive=True)

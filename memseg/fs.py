@@ -228,11 +228,10 @@ class OsFileSystem:
         if create:
             flags |= os.O_CREAT | (os.O_EXCL if exclusive else 0)
         if not write:
-            return _open_regular(path, flags, mode, lambda fd: OsFile(fd, path),
-                                 contextlib.nullcontext())
+            return _open_regular(path, flags, mode, _reader_handle, contextlib.nullcontext())
         # A fork must not copy a writer's descriptor before it is registered: the open
         # and the registration happen in one hold of the guard.
-        return _open_regular(path, flags, mode, lambda fd: _registered(fd, path), _FORK_GUARD)
+        return _open_regular(path, flags, mode, _registered, _FORK_GUARD)
 
     def identity(self, path: str) -> tuple[int, int] | None:
         try:
@@ -290,95 +289,81 @@ def _refuse_irregular(st_mode: int, path: str) -> None:
                       "not a regular file", path)
 
 
-def _try_open_regular(path: str, flags: int, mode: int,
-                      wrap: Callable[[int], OsFile]) -> OsFile | None:
-    """``wrap`` of a descriptor of the regular file at ``path`` (a FIFO, device, socket or
-    directory is refused), or None when a lease another process holds on it makes the
-    open wait.
-
-    The path is checked before it is opened, because opening some devices does something
-    (a tty becomes the controlling terminal, a tape rewinds), and the descriptor after,
-    for what the path named by then. The open does not block: opening a FIFO for reading
-    waits for a writer, forever if none comes. Not blocking also makes the open of a file
-    with a lease on it (Samba's oplocks, NFS delegations) fail with EAGAIN where a
-    blocking open would wait; that open has told the holder to let go (see
-    `_open_regular`). ``wrap`` runs before the descriptor leaves the try, so an interrupt
-    there cannot leak it."""
-    if not flags & os.O_EXCL:  # an exclusive create opens nothing that is there already
-        with contextlib.suppress(FileNotFoundError):  # the open creates it, or says so
-            _refuse_irregular(os.stat(path).st_mode, path)
-    fd = _open_nonblocking(path, flags, mode)
-    if fd is None:
-        return None  # a lease: the caller waits
+def _wrapped(fd: int, path: str, wrap: Callable[[int, str], OsFile]) -> OsFile:
+    """``wrap`` of ``fd`` once it is known to be a regular file in blocking mode; on any
+    failure, interrupts included, the descriptor is closed and, for a writer (whose
+    ``wrap`` registers it, under the fork guard the caller holds), its registration taken
+    back, so that no fork swaps whatever file takes its number next."""
     try:
         _refuse_irregular(os.fstat(fd).st_mode, path)
         os.set_blocking(fd, True)
-        return wrap(fd)
+        return wrap(fd, path)
     except BaseException:
-        for f in [f for f in _WRITE_HANDLES if f._fd == fd]:  # registered before it failed
-            _WRITE_HANDLES.discard(f)
-            f._fd = -1
-        os.close(fd)
+        try:
+            if wrap is not _reader_handle:
+                for f in [f for f in _WRITE_HANDLES if f._fd == fd]:
+                    _WRITE_HANDLES.discard(f)
+                    f._fd = -1
+        finally:
+            os.close(fd)
         raise
 
 
-def _open_nonblocking(path: str, flags: int, mode: int) -> int | None:
-    """os.open without blocking, or None when a lease another process holds is in the way.
-
-    EAGAIN can have other causes (a FUSE server, a fanotify listener): those fail at once
-    instead of being waited out. A lease is listed in /proc/locks from the failed open
-    until its holder lets go; a holder that let go at once leaves nothing listed, and the
-    open then goes through when tried again."""
-    for last in (False, True):
-        try:
-            return os.open(path, flags | os.O_CLOEXEC | os.O_NONBLOCK, mode)
-        except BlockingIOError:
-            if _leased(path):
-                return None
-            if last:
-                raise
-    raise AssertionError("unreachable")
+# Tries of a non-blocking open, each after a blocking one found the lease broken, before
+# giving up on a lease that keeps being granted again.
+_LEASE_TRIES = 20
 
 
-def _leased(path: str) -> bool:
-    """Whether the kernel lists a lease on the file at ``path`` (/proc/locks)."""
-    try:
-        st = os.stat(path)
-        with open("/proc/locks", "rb") as f:
-            table = f.read()
-    except OSError:
-        return False
-    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino} ".encode()
-    return any(b"LEASE" in line and inode in line for line in table.splitlines())
-
-
-def _lease_break_time() -> float:
-    """Seconds the kernel gives a lease holder to let go before it breaks the lease itself."""
-    try:
-        with open("/proc/sys/fs/lease-break-time", "rb") as f:
-            return float(f.read().strip() or 45)
-    except (OSError, ValueError):
-        return 45.0
-
-
-def _open_regular(path: str, flags: int, mode: int, wrap: Callable[[int], OsFile],
+def _open_regular(path: str, flags: int, mode: int, wrap: Callable[[int, str], OsFile],
                   guard: contextlib.AbstractContextManager[object]) -> OsFile:
-    """`_try_open_regular` inside ``guard``, again until a lease on the file is given up.
+    """``wrap`` of a descriptor of the regular file at ``path``, opened inside ``guard``;
+    a FIFO, device, socket or directory is refused without being opened.
 
-    An open that fails on a lease has started the lease's break: its holder is told to let
-    go, and the kernel takes the lease away itself after lease-break-time. So the open is
-    tried again, with the guard let go between tries (the holder may take 45 s), and
-    never blocks: no FIFO put at the path meanwhile can hang it."""
-    delay, deadline = 0.002, time.monotonic() + _lease_break_time() + 5.0
-    while True:
+    The file is first pinned with O_PATH, which opens nothing (opening a device can act:
+    a tty becomes the controlling terminal, a tape rewinds; opening a FIFO for reading
+    waits for a writer, forever if none comes), and its type checked. It is then opened
+    through /proc/self/fd, the very inode checked, whatever the path names by then. That
+    open does not block inside the guard: a file with a lease on it (Samba's oplocks, NFS
+    delegations) answers EAGAIN, and a blocking open outside the guard, closed at once,
+    waits for the lease's holder to let go before the next try. A file system that
+    answers EAGAIN for another reason answers the blocking open so too, which fails."""
+    again = path
+    if flags & os.O_EXCL:  # creates a file or fails: opens nothing that is there already
         with guard:
-            opened = _try_open_regular(path, flags, mode, wrap)
-        if opened is not None:
-            return opened
-        if time.monotonic() > deadline:
-            raise OSError(errno.EAGAIN, "a lease on the file was not given up", path)
-        time.sleep(delay)
-        delay = min(2 * delay, 0.05)
+            return _wrapped(os.open(path, flags | os.O_CLOEXEC, mode), path, wrap)
+    try:
+        pinned = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if not flags & os.O_CREAT:
+            raise
+        # Made by this open. A writer's O_RDWR does not block even on a FIFO put there
+        # meanwhile, which the check then refuses.
+        with guard:
+            return _wrapped(os.open(path, flags | os.O_CLOEXEC, mode), path, wrap)
+    try:
+        _refuse_irregular(os.fstat(pinned).st_mode, path)
+        again = f"/proc/self/fd/{pinned}"
+        if not os.path.exists(again):  # no /proc: the path itself, checked after the open
+            again = path
+        flags &= ~(os.O_CREAT | os.O_EXCL)
+        for _ in range(_LEASE_TRIES):
+            with guard:
+                try:
+                    fd = os.open(again, flags | os.O_CLOEXEC | os.O_NONBLOCK)
+                except BlockingIOError:
+                    fd = -1
+                if fd >= 0:
+                    return _wrapped(fd, path, wrap)
+            # Outside the guard, which every fork and every writer's open and close
+            # waits for: a lease's holder may take its time (45 s by default) to let go.
+            os.close(os.open(again, flags | os.O_CLOEXEC))
+        raise OSError(errno.EAGAIN, "a lease on the file keeps being granted again", path)
+    except OSError as exc:
+        if exc.filename == again and again != path:  # name the file, not the pinned number
+            exc.filename = path
+        raise
+    finally:
+        os.close(pinned)
 
 
 # Every descriptor opened for writing (a writer's, which holds its lock, and a
@@ -389,6 +374,11 @@ def _open_regular(path: str, flags: int, mode: int, wrap: Callable[[int], OsFile
 # covers exec, not fork). _FORK_GUARD keeps a fork from landing between an open and its
 # registration, and the registration before the lock is taken.
 _WRITE_HANDLES: weakref.WeakSet[OsFile] = weakref.WeakSet()
+
+
+def _reader_handle(fd: int, path: str) -> OsFile:
+    """A reader's descriptor: nothing to register (a child may keep reading through it)."""
+    return OsFile(fd, path)
 
 
 def _registered(fd: int, path: str) -> OsFile:

@@ -316,31 +316,31 @@ def test_a_socket_is_refused_without_being_opened(tmp_path: Path) -> None:
                 memseg.open(path, mode)
 
 
-def test_a_fifo_swapped_in_while_waiting_for_a_lease_is_refused(
+def test_a_path_swapped_while_waiting_for_a_lease_opens_the_file_checked(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The wait for a lease once ended in a blocking open, which a FIFO put at the path
-    meanwhile hung for good. Every try is a non-blocking open that checks what it got."""
+    """The wait for a lease once ended in a blocking open of the path, which a FIFO put
+    there meanwhile hung for good. The file is pinned before it is checked, and opened
+    again through the pin: what the path names later does not matter."""
     path = tmp_path / "s.mseg"
-    with memseg.open(path, "a"):
-        pass
-    real_open, tries = os.open, []
+    with memseg.open(path, "a") as store, store.start_session(name="s") as rec:
+        rec.record("k", "v")
+    real_open, events = os.open, list[str]()
 
     def leased_once(p: str, flags: int, mode: int = 0o777) -> int:
-        tries.append(flags)
-        if len(tries) == 1:
+        if p.startswith("/proc/self/fd/") and flags & os.O_NONBLOCK and not events:
+            events.append("lease")
             raise BlockingIOError(11, "a lease")
+        if p.startswith("/proc/self/fd/") and not flags & os.O_NONBLOCK and events == ["lease"]:
+            events.append("swap")  # while waiting for the lease
+            path.rename(tmp_path / "moved.mseg")
+            os.mkfifo(path)
         return real_open(p, flags, mode)
 
-    def swap_in_a_fifo(_: float) -> None:
-        path.unlink()
-        os.mkfifo(path)
-
     monkeypatch.setattr("memseg.fs.os.open", leased_once)
-    monkeypatch.setattr("memseg.fs._leased", lambda p: len(tries) == 1)
-    monkeypatch.setattr("memseg.fs.time.sleep", swap_in_a_fifo)
-    with pytest.raises(OSError, match="not a regular file"):
-        memseg.open(path, "r")
-    assert all(flags & os.O_NONBLOCK for flags in tries)
+    with memseg.open(path, "r") as store:
+        assert store.session("s").actions[0].value() == "v"
+    assert events == ["lease", "swap"]
+    assert stat.S_ISFIFO(os.stat(path).st_mode)
 
 
 def test_an_interrupt_while_registering_a_writer_closes_its_descriptor(
@@ -365,21 +365,21 @@ def test_an_interrupt_while_registering_a_writer_closes_its_descriptor(
 
 def test_eagain_that_is_no_lease_fails_at_once(tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """A FUSE server or a fanotify listener may answer an open with EAGAIN: that is an
-    error to report, not a lease to wait out for 50 s."""
+    """A FUSE server or a fanotify listener may answer every open with EAGAIN: the wait
+    for a lease is a blocking open, which then fails as well, naming the file."""
     path = tmp_path / "s.mseg"
     path.write_bytes(b"")
+    real_open = os.open
 
     def refused(p: str, flags: int, mode: int = 0o777) -> int:
-        raise BlockingIOError(11, "Resource temporarily unavailable", p)
-
-    def no_waiting(_: float) -> None:
-        raise AssertionError("waited for a lease that is not there")
+        if p.startswith("/proc/self/fd/"):
+            raise BlockingIOError(11, "Resource temporarily unavailable", p)
+        return real_open(p, flags, mode)
 
     monkeypatch.setattr("memseg.fs.os.open", refused)
-    monkeypatch.setattr("memseg.fs.time.sleep", no_waiting)
-    with pytest.raises(BlockingIOError, match="temporarily unavailable"):
+    with pytest.raises(BlockingIOError, match="temporarily unavailable") as raised:
         memseg.open(path, "a")
+    assert raised.value.filename == str(path)
 
 
 def test_an_exclusive_create_over_any_name_says_it_exists(tmp_path: Path) -> None:

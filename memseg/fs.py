@@ -321,49 +321,76 @@ def _open_regular(path: str, flags: int, mode: int, wrap: Callable[[int, str], O
 
     The file is first pinned with O_PATH, which opens nothing (opening a device can act:
     a tty becomes the controlling terminal, a tape rewinds; opening a FIFO for reading
-    waits for a writer, forever if none comes), and its type checked. It is then opened
-    through /proc/self/fd, the very inode checked, whatever the path names by then. That
-    open does not block inside the guard: a file with a lease on it (Samba's oplocks, NFS
-    delegations) answers EAGAIN, and a blocking open outside the guard, closed at once,
-    waits for the lease's holder to let go before the next try. A file system that
-    answers EAGAIN for another reason answers the blocking open so too, which fails."""
-    again = path
+    waits for a writer, forever if none comes), and its type checked. A reader then opens
+    it through /proc/self/fd: the very inode checked, whatever the path names by then. A
+    writer opens the path itself, with O_CREAT as asked, so the kernel's rules for
+    creating in sticky directories (fs.protected_regular) apply, and checks that it got
+    the inode it pinned (its O_RDWR open does not block on a FIFO). These opens do not
+    block inside the guard: a file with a lease on it (Samba's oplocks, NFS delegations)
+    answers EAGAIN, and a blocking open outside the guard, closed at once, waits for the
+    lease's holder to let go before the next try. A file system that answers EAGAIN for
+    another reason answers that open so too, which fails."""
     if flags & os.O_EXCL:  # creates a file or fails: opens nothing that is there already
         with guard:
             return _wrapped(os.open(path, flags | os.O_CLOEXEC, mode), path, wrap)
+    for _ in range(_LEASE_TRIES):
+        opened = _open_pinned(path, flags, mode, wrap, guard)
+        if opened is not None:
+            return opened
+    raise OSError(errno.EAGAIN, "a lease on the file keeps being granted again", path)
+
+
+def _open_pinned(path: str, flags: int, mode: int, wrap: Callable[[int, str], OsFile],
+                 guard: contextlib.AbstractContextManager[object]) -> OsFile | None:
+    """One try of `_open_regular`: the file wrapped, or None once the lease that was in
+    the way has been waited for."""
     try:
         pinned = os.open(path, os.O_PATH | os.O_CLOEXEC)
     except FileNotFoundError:
         if not flags & os.O_CREAT:
             raise
-        # Made by this open. A writer's O_RDWR does not block even on a FIFO put there
-        # meanwhile, which the check then refuses.
-        with guard:
-            return _wrapped(os.open(path, flags | os.O_CLOEXEC, mode), path, wrap)
+        pinned = -1  # made by the open below, or by someone else meanwhile: checked after
     try:
-        _refuse_irregular(os.fstat(pinned).st_mode, path)
-        again = f"/proc/self/fd/{pinned}"
-        if not os.path.exists(again):  # no /proc: the path itself, checked after the open
-            again = path
-        flags &= ~(os.O_CREAT | os.O_EXCL)
-        for _ in range(_LEASE_TRIES):
-            with guard:
-                try:
-                    fd = os.open(again, flags | os.O_CLOEXEC | os.O_NONBLOCK)
-                except BlockingIOError:
-                    fd = -1
-                if fd >= 0:
-                    return _wrapped(fd, path, wrap)
-            # Outside the guard, which every fork and every writer's open and close
-            # waits for: a lease's holder may take its time (45 s by default) to let go.
-            os.close(os.open(again, flags | os.O_CLOEXEC))
-        raise OSError(errno.EAGAIN, "a lease on the file keeps being granted again", path)
-    except OSError as exc:
-        if exc.filename == again and again != path:  # name the file, not the pinned number
-            exc.filename = path
-        raise
+        if pinned >= 0:
+            pin = os.fstat(pinned)
+            _refuse_irregular(pin.st_mode, path)
+        via_proc = f"/proc/self/fd/{pinned}"
+        target = path if flags & os.O_CREAT or pinned < 0 or not os.path.exists(via_proc) \
+            else via_proc
+        with guard:
+            try:
+                fd = os.open(target, flags | os.O_CLOEXEC | os.O_NONBLOCK, mode)
+            except BlockingIOError:
+                fd = -1
+            except OSError as exc:
+                raise _named(exc, target, path) from None
+            if fd >= 0:
+                if pinned >= 0 and target == path:
+                    got = os.fstat(fd)
+                    if (got.st_dev, got.st_ino) != (pin.st_dev, pin.st_ino):
+                        os.close(fd)
+                        raise OSError(errno.EAGAIN,
+                                      "the file was replaced while it was opened", path)
+                return _wrapped(fd, path, wrap)
+        # A lease. Outside the guard, which every fork and every writer's open and close
+        # waits for, since its holder may take its time (45 s by default) to let go: an
+        # open that blocks until then, of the pinned inode, closed at once.
+        wait_on = via_proc if pinned >= 0 and os.path.exists(via_proc) else path
+        try:
+            os.close(os.open(wait_on, (flags & ~os.O_CREAT) | os.O_CLOEXEC))
+        except OSError as exc:
+            raise _named(exc, wait_on, path) from None
+        return None
     finally:
-        os.close(pinned)
+        if pinned >= 0:
+            os.close(pinned)
+
+
+def _named(exc: OSError, opened: str, path: str) -> OSError:
+    """``exc`` naming ``path`` where it names the /proc/self/fd link opened instead."""
+    if exc.filename == opened and opened != path:
+        exc.filename = path
+    return exc
 
 
 # Every descriptor opened for writing (a writer's, which holds its lock, and a

@@ -309,8 +309,8 @@ def _wrapped(fd: int, path: str, wrap: Callable[[int, str], OsFile]) -> OsFile:
         raise
 
 
-# Tries of a non-blocking open, each after a blocking one found the lease broken, before
-# giving up on a lease that keeps being granted again.
+# Tries of an open, each after a blocking one found a lease broken or after the path was
+# renamed over, before giving up on a file that keeps being leased or replaced.
 _LEASE_TRIES = 20
 
 
@@ -337,13 +337,14 @@ def _open_regular(path: str, flags: int, mode: int, wrap: Callable[[int, str], O
         opened = _open_pinned(path, flags, mode, wrap, guard)
         if opened is not None:
             return opened
-    raise OSError(errno.EAGAIN, "a lease on the file keeps being granted again", path)
+    raise OSError(errno.EAGAIN, "the file kept being leased or replaced while it was opened",
+                  path)
 
 
 def _open_pinned(path: str, flags: int, mode: int, wrap: Callable[[int, str], OsFile],
                  guard: contextlib.AbstractContextManager[object]) -> OsFile | None:
     """One try of `_open_regular`: the file wrapped, or None once the lease that was in
-    the way has been waited for."""
+    the way has been waited for, or when the path was found to name another file."""
     try:
         pinned = os.open(path, os.O_PATH | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -368,9 +369,10 @@ def _open_pinned(path: str, flags: int, mode: int, wrap: Callable[[int, str], Os
                 if pinned >= 0 and target == path:
                     got = os.fstat(fd)
                     if (got.st_dev, got.st_ino) != (pin.st_dev, pin.st_ino):
+                        # Renamed over meanwhile (a compaction does that): the next try
+                        # pins and checks the new file.
                         os.close(fd)
-                        raise OSError(errno.EAGAIN,
-                                      "the file was replaced while it was opened", path)
+                        return None
                 return _wrapped(fd, path, wrap)
         # A lease. Outside the guard, which every fork and every writer's open and close
         # waits for, since its holder may take its time (45 s by default) to let go: an

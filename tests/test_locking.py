@@ -410,3 +410,26 @@ def test_a_writer_opens_an_existing_file_by_its_path_with_o_creat(
     fs.OS_FS.open(str(path), write=True, create=True).close()
     writes = [(p, f) for p, f in opens if f & os.O_ACCMODE == os.O_RDWR]
     assert writes == [(str(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK)]
+
+
+def test_a_file_renamed_over_while_a_writer_opens_it_is_opened_anew(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compaction renames its new file over the path; a writer opening the path just
+    then finds another inode than the one it pinned, and tries again on the new one."""
+    path, other = tmp_path / "s.mseg", tmp_path / "new.mseg"
+    with memseg.open(path, "a"):
+        pass
+    with memseg.open(other, "a") as store, store.start_session(name="new") as rec:
+        rec.record("k", "v")
+    real_open, renamed = os.open, list[str]()
+
+    def renamed_once(p: str, flags: int, mode: int = 0o777) -> int:
+        if p == str(path) and flags & os.O_CREAT and not renamed:
+            renamed.append(p)
+            os.rename(other, path)
+        return real_open(p, flags, mode)
+
+    monkeypatch.setattr("memseg.fs.os.open", renamed_once)
+    with memseg.open(path, "a") as store:
+        assert [i.name for i in store.sessions()] == ["new"]
+    assert renamed

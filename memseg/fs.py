@@ -317,7 +317,8 @@ _LEASE_TRIES = 20
 def _open_regular(path: str, flags: int, mode: int, wrap: Callable[[int, str], OsFile],
                   guard: contextlib.AbstractContextManager[object]) -> OsFile:
     """``wrap`` of a descriptor of the regular file at ``path``, opened inside ``guard``;
-    a FIFO, device, socket or directory is refused without being opened.
+    a FIFO, device, socket or directory is refused without being opened (unless one is
+    put at the path between a writer's check and its open: see below).
 
     The file is first pinned with O_PATH, which opens nothing (opening a device can act:
     a tty becomes the controlling terminal, a tape rewinds; opening a FIFO for reading
@@ -325,11 +326,12 @@ def _open_regular(path: str, flags: int, mode: int, wrap: Callable[[int, str], O
     it through /proc/self/fd: the very inode checked, whatever the path names by then. A
     writer opens the path itself, with O_CREAT as asked, so the kernel's rules for
     creating in sticky directories (fs.protected_regular) apply, and checks that it got
-    the inode it pinned (its O_RDWR open does not block on a FIFO). These opens do not
-    block inside the guard: a file with a lease on it (Samba's oplocks, NFS delegations)
-    answers EAGAIN, and a blocking open outside the guard, closed at once, waits for the
-    lease's holder to let go before the next try. A file system that answers EAGAIN for
-    another reason answers that open so too, which fails."""
+    the inode it pinned: if not, the next try starts over (its O_RDWR open does not
+    block on a FIFO, and what it opened is refused if it is not a regular file). These
+    opens do not block inside the guard: a file with a lease on it (Samba's oplocks, NFS
+    delegations) answers EAGAIN, and a blocking open outside the guard, closed at once,
+    waits for the lease's holder to let go before the next try. A file system that
+    answers EAGAIN for another reason answers that open so too, which fails."""
     if flags & os.O_EXCL:  # creates a file or fails: opens nothing that is there already
         with guard:
             return _wrapped(os.open(path, flags | os.O_CLOEXEC, mode), path, wrap)

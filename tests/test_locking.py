@@ -210,9 +210,14 @@ def test_a_forked_child_neither_keeps_the_lock_nor_writes(tmp_path: Path) -> Non
 
 
 _LEASE_HOLDER = textwrap.dedent("""
-    import fcntl, os, signal, sys, time
+    import fcntl, os, select, signal, sys, time
     fd = os.open(sys.argv[1], os.O_RDONLY)
+    slow = sys.argv[2] == "slow"
     def broken(*_):  # as Samba or an NFS server does: give the lease up when asked
+        if slow:  # tell the test, then hold on until it says to let go (or 20 s pass)
+            print("broken", flush=True)
+            select.select([sys.stdin.fileno()], [], [], 20)
+            print("released", flush=True)
         fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
     signal.signal(signal.SIGIO, broken)
     try:
@@ -221,7 +226,7 @@ _LEASE_HOLDER = textwrap.dedent("""
         print("unsupported", exc, flush=True)
         sys.exit(0)
     print("taken", flush=True)
-    time.sleep(30)
+    time.sleep(60)
 """)
 
 
@@ -232,7 +237,7 @@ def test_a_writer_waits_for_a_lease_to_be_broken(tmp_path: Path) -> None:
     path = tmp_path / "s.mseg"
     with memseg.open(path, "a") as store, store.start_session(name="s") as rec:
         rec.record("k", "v")
-    holder = subprocess.Popen([sys.executable, "-c", _LEASE_HOLDER, str(path)],
+    holder = subprocess.Popen([sys.executable, "-c", _LEASE_HOLDER, str(path), "quick"],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None
@@ -248,26 +253,6 @@ def test_a_writer_waits_for_a_lease_to_be_broken(tmp_path: Path) -> None:
             holder.stdout.close()
 
 
-_SLOW_LEASE_HOLDER = textwrap.dedent("""
-    import fcntl, os, select, signal, sys, time
-    fd = os.open(sys.argv[1], os.O_RDONLY)
-    go = sys.stdin.fileno()
-    def broken(*_):  # tell the test, then hold on until it says to let go (or 20 s pass)
-        print("broken", flush=True)
-        select.select([go], [], [], 20)
-        print("released", flush=True)
-        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
-    signal.signal(signal.SIGIO, broken)
-    try:
-        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
-    except OSError as exc:
-        print("unsupported", exc, flush=True)
-        sys.exit(0)
-    print("taken", flush=True)
-    time.sleep(60)
-""")
-
-
 def test_waiting_for_a_lease_holds_up_no_other_writer(tmp_path: Path) -> None:
     """A writer waiting for a lease to be broken once did so holding the lock every
     writer's open and close and every fork takes: an unrelated store could not be
@@ -275,7 +260,7 @@ def test_waiting_for_a_lease_holds_up_no_other_writer(tmp_path: Path) -> None:
     leased, other = tmp_path / "leased.mseg", tmp_path / "other.mseg"
     with memseg.open(leased, "a") as store, store.start_session(name="s") as rec:
         rec.record("k", "v")
-    holder = subprocess.Popen([sys.executable, "-c", _SLOW_LEASE_HOLDER, str(leased)],
+    holder = subprocess.Popen([sys.executable, "-c", _LEASE_HOLDER, str(leased), "slow"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert holder.stdin is not None and holder.stdout is not None
     opened: list[memseg.Store] = []

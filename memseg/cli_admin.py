@@ -25,8 +25,8 @@ from memseg.demo import record_demo
 from memseg.errors import LockedError, NotMemsegError, StateError, VersionError
 from memseg.forensics import info
 from memseg.format import MAGIC
+from memseg.fs import require_regular_file
 from memseg.model import SessionInfo
-from memseg.scan import require_regular_file
 
 # Errors that, once the source is open, can only concern the file copied into.
 _DEST_ERRORS = (NotMemsegError, VersionError, LockedError, StateError)

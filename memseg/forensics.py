@@ -43,7 +43,6 @@ from memseg.scan import (
     mapped,
     mapped_bytes,
     open_view,
-    require_regular_file,
     scan,
     scan_bytes,
     scan_mapped,
@@ -116,7 +115,6 @@ def open_readonly(path: str | os.PathLike[str]) -> Store | Rescued:
     for a newer major version, OSError when the file cannot be opened.
     """
     spath = os.fspath(path)
-    require_regular_file(spath)
     try:
         return open_store(spath, "r")
     except (CorruptError, NotMemsegError, VersionError):

@@ -283,6 +283,12 @@ def resolve_path(path: str) -> str:
     return real
 
 
+def require_regular_file(path: str) -> None:
+    """OSError unless ``path`` names a regular file, checked without opening it (every
+    open checks too: this is for commands that look at a file before opening it)."""
+    _refuse_irregular(os.stat(path).st_mode, path)
+
+
 def _refuse_irregular(st_mode: int, path: str) -> None:
     if not stat.S_ISREG(st_mode):
         raise OSError(errno.EISDIR if stat.S_ISDIR(st_mode) else errno.EINVAL,

@@ -8,9 +8,7 @@ the tag whose header checksum holds. Only reads: the file is mapped read-only.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
-import stat
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -110,8 +108,7 @@ def mapped(path: str | os.PathLike[str]) -> Iterator[Mapped]:
     a newer major version. Opens O_RDONLY, never locks: safe on a file being written.
     """
     spath = os.fspath(path)
-    require_regular_file(spath)
-    fh = OS_FS.open(spath, write=False, create=False)
+    fh = OS_FS.open(spath, write=False, create=False)  # refuses a FIFO, device or directory
     try:
         size, buf = map_whole(fh)
     except BaseException:
@@ -130,14 +127,6 @@ def mapped(path: str | os.PathLike[str]) -> Iterator[Mapped]:
         if close is not None:
             with contextlib.suppress(BufferError):
                 close()
-
-
-def require_regular_file(path: str) -> None:
-    """Refuse directories, FIFOs and devices up front (opening a FIFO would block)."""
-    mode = os.stat(path).st_mode
-    if not stat.S_ISREG(mode):
-        raise OSError(errno.EISDIR if stat.S_ISDIR(mode) else errno.EINVAL,
-                      "not a regular file", path)
 
 
 def mapped_bytes(data: bytes, path: str = "<bytes>") -> Mapped:

@@ -25,7 +25,7 @@ from memseg.errors import CorruptError, MemsegError, StateError
 from memseg.format import FILE_HEADER, MAGIC, TOC_HEADER, TRAILER_RECORD_SIZE, State, record_size
 from memseg.toc import TocEntry, entry_size, fits_one_record, uncompressed_toc_size
 from memseg.transfer import CountingSink, copy_session, plan_session
-from memseg.view import View, find_entry, name_index
+from memseg.view import View, find_entry, key_list, name_index
 
 if TYPE_CHECKING:
     from memseg.store import PathLike, Store
@@ -81,9 +81,9 @@ class SweepReport:
 
 def _resolve(entries: Mapping[uuid.UUID, TocEntry], keys: SessionKeys) -> list[TocEntry]:
     """The entries ``keys`` name, once each, in file order."""
-    keys = [keys] if isinstance(keys, uuid.UUID | str) else list(keys)
-    names = name_index(entries) if len(keys) > 1 else None
-    found = {e.session_id: e for e in (find_entry(entries, k, names) for k in keys)}
+    listed = key_list(keys)
+    names = name_index(entries) if len(listed) > 1 else None
+    found = {e.session_id: e for e in (find_entry(entries, k, names) for k in listed)}
     return sorted(found.values(), key=lambda e: e.session_offset)
 
 

@@ -29,7 +29,7 @@ from memseg.forensics import Rescued, open_readonly
 from memseg.format import RESULT_SHIFT, VALUE_MASK, ValueType
 from memseg.scan import Progress
 from memseg.store import Store
-from memseg.view import Session
+from memseg.view import Session, key_list
 
 _CONTEXT = 40
 OnError = Callable[[MemsegError], None]
@@ -234,8 +234,7 @@ def search(source: str | os.PathLike[str] | Store | Rescued, pattern: str | byte
     kind_list = None if kinds is None else [kinds] if isinstance(kinds, str) else list(kinds)
     if kind_list is not None and not all(isinstance(k, str) for k in kind_list):
         raise TypeError("kinds must be a str or an iterable of str")
-    keys = None if sessions is None else (
-        [sessions] if isinstance(sessions, str | uuid.UUID) else list(sessions))
+    keys = None if sessions is None else key_list(sessions)
     if keys is not None and not all(isinstance(k, str | uuid.UUID) for k in keys):
         raise TypeError("sessions must be a UUID, a str, or an iterable of them")
     return _search(source, rx, kind_list, keys, results, progress, on_error)

@@ -156,8 +156,8 @@ class Store:
         # Whether this open made the file (an export that fails removes only such a file).
         self.created_file = False
         # A reader's decoded TOC records, so that a refresh decodes only new ones; one
-        # refresh at a time uses it.
-        self._decoded = DecodedTocs()
+        # refresh at a time uses them. (A writer keeps its TOC state itself.)
+        self._decoded = DecodedTocs() if mode == "r" else None
         self._refresh_lock = threading.Lock()
         if mode == "r":
             self._view, self._located, buf = read_view(self._fs, self.path, self._decoded)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import operator
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import overload
 
@@ -41,6 +41,11 @@ def session_info(e: TocEntry) -> SessionInfo:
 
 
 NameIndex = Mapping[str, list[TocEntry]]
+
+
+def key_list(keys: uuid.UUID | str | Iterable[uuid.UUID | str]) -> list[uuid.UUID | str]:
+    """One session key, or several, as a list: a str is one key, not its letters."""
+    return [keys] if isinstance(keys, uuid.UUID | str) else list(keys)
 
 
 def name_index(entries: Mapping[uuid.UUID, TocEntry]) -> dict[str, list[TocEntry]]:

@@ -167,15 +167,16 @@ class BlockView:
         ptypes = (flags & VALUE_MASK).tolist()
         rtypes_arr = (flags >> RESULT_SHIFT) & VALUE_MASK
         rtypes = rtypes_arr.tolist()
-        if bool((rtypes_arr == ValueType.NONE).all()):
-            results: list[bytes | None] = [None] * (hi - lo)
-        else:
-            none = int(ValueType.NONE)
-            rends = ends[n + lo : n + hi].tolist()
-            rstarts = [int(ends[n + lo - 1]), *rends[:-1]]
-            results = [None if r == none else blob[s:e] for r, s, e in
-                       zip(rtypes, rstarts, rends, strict=True)]
-        names = [kinds[c] for c in self.kinds[lo:hi].tolist()]
+        # Most actions carry no result: cut only the ones that do.
+        results: list[bytes | None] = [None] * (hi - lo)
+        with_result = np.flatnonzero(rtypes_arr != ValueType.NONE)
+        if len(with_result):
+            rends = ends[n + lo : n + hi].astype(np.int64)
+            rstarts = np.concatenate((ends[n + lo - 1 : n + lo], rends[:-1]))
+            for i, s, e in zip(with_result.tolist(), rstarts[with_result].tolist(),
+                               rends[with_result].tolist(), strict=True):
+                results[i] = blob[s:e]
+        names = np.asarray(kinds, dtype=object)[self.kinds[lo:hi]].tolist()
         seqs = range(self.first_seq + lo, self.first_seq + hi)
         return list(map(Action, seqs, self.ts[lo:hi].tolist(), names, payloads, results,
                         ptypes, rtypes))

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never a display
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
 
 from bench.results import Results
 from bench.runner import RECORD_OPS
@@ -24,15 +25,23 @@ def _stores(res: Results) -> list[str]:
     return list(res.params["stores"])
 
 
+def _missing(ax: Axes, xs: list[float], values: list[float | None]) -> None:
+    """Mark the figures a store could not give: no bar, which would read as zero, but a label."""
+    for x, v in zip(xs, values, strict=True):
+        if v is None:
+            ax.annotate("n/a", (x, 0), ha="center", va="bottom", fontsize=8, color="tab:red")
+
+
 def events_per_second(res: Results, path: Path) -> None:
     """Grouped bars: one group per store, one bar per recording mode."""
     stores = _stores(res)
     fig, ax = plt.subplots(figsize=(9, 4.5))
     width = 0.8 / len(RECORD_OPS)
     for i, (op, _mode) in enumerate(RECORD_OPS):
-        values = [res.get(op, s) or 0.0 for s in stores]
+        values = [res.get(op, s) for s in stores]
         xs = [k + (i - (len(RECORD_OPS) - 1) / 2) * width for k in range(len(stores))]
-        ax.bar(xs, values, width, label=_MODE_LABELS[op])
+        ax.bar(xs, [v or 0.0 for v in values], width, label=_MODE_LABELS[op])
+        _missing(ax, xs, values)
     ax.set_xticks(range(len(stores)), stores)
     ax.set_ylabel("events per second")
     ax.set_title("Recording throughput (higher is better)")
@@ -47,8 +56,9 @@ def size_on_disk(res: Results, path: Path) -> None:
     """Bars of each store's size, with the raw payload bytes as a line for scale."""
     stores = _stores(res)
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    values = [(res.get("size", s) or 0.0) / MB for s in stores]
-    ax.bar(range(len(stores)), values, color="tab:gray")
+    sizes = [res.get("size", s) for s in stores]
+    ax.bar(range(len(stores)), [(v or 0.0) / MB for v in sizes], color="tab:gray")
+    _missing(ax, [float(k) for k in range(len(stores))], sizes)
     raw = res.params.get("raw_bytes")
     if raw:
         ax.axhline(raw / MB, color="tab:red", linestyle="--", label="payload + result bytes")

@@ -21,6 +21,16 @@ import orjson
 from bench.workload import Event, Session
 
 
+def sync_directory(root: Path) -> None:
+    """Make a directory's entries durable: a drop that deletes or renames files is
+    durable only once its directory is synced, as memseg's compaction syncs its own."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class UnavailableError(Exception):
     """The store has no way to perform this operation (reported, not a failure)."""
 

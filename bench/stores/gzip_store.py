@@ -30,6 +30,7 @@ from bench.stores.base import (
     checkpoint_line,
     event_line,
     session_header,
+    sync_directory,
 )
 from bench.workload import Event, Session
 
@@ -162,3 +163,4 @@ class GzipStore(Store):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, root / INDEX)
+        sync_directory(root)

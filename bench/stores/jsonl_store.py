@@ -4,6 +4,8 @@ meta.json is written when the run starts and rewritten when it ends, with
 the status and event count, so a listing reads one small file per run.
 Checkpoints are lines of events.jsonl with "type": "checkpoint". Only files
 are fsynced, not the directories that hold them, as is usual for this format.
+A drop syncs the directory after deleting, so that drops compare at equal
+durability (memseg's compaction syncs its directory).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from bench.stores.base import (
     checkpoint_line,
     event_line,
     session_header,
+    sync_directory,
 )
 from bench.workload import Event, Session
 
@@ -141,3 +144,4 @@ class JsonlStore(Store):
     def drop(self, root: Path, keys: list[str]) -> None:
         for key in keys:
             shutil.rmtree(root / key)
+        sync_directory(root)

@@ -2,8 +2,11 @@
 
 Events live in the "events" database under key = session UUID (16 bytes) +
 big-endian sequence number, so one session's events are one contiguous key
-range; the value is the event as a JSON line. Sessions and checkpoints have
-databases of their own.
+range. The value is the event packed as an LMDB user would pack it: a fixed
+header (timestamp, kind length, whether a result follows, payload length), the
+kind, the payload and the result, so reading returns bytes without parsing any
+JSON (as memseg and SQLite do). Sessions and checkpoints have databases of
+their own.
 """
 
 from __future__ import annotations
@@ -25,14 +28,32 @@ from bench.stores.base import (
     SyncMode,
     Writer,
     checkpoint_line,
-    event_line,
     session_header,
+    sync_directory,
 )
 from bench.workload import Event, Session
 
 # LMDB needs the largest size up front; it only reserves address space.
 MAP_SIZE = 1 << 40
 _SEQ = struct.Struct(">Q")
+# ts_ns, kind length, 1 if a result follows the payload, payload length.
+_VALUE = struct.Struct(">qBBI")
+
+
+def _pack_event(event: Event) -> bytes:
+    kind = event.kind.encode()
+    has_result = event.result is not None
+    head = _VALUE.pack(event.ts_ns, len(kind), has_result, len(event.payload))
+    return b"".join((head, kind, event.payload, event.result or b""))
+
+
+def _unpack_event(seq: int, value: bytes) -> tuple[int, int, str, bytes, bytes | None]:
+    ts_ns, kind_len, has_result, payload_len = _VALUE.unpack_from(value)
+    at = _VALUE.size + kind_len
+    kind = value[_VALUE.size : at].decode()
+    payload = value[at : at + payload_len]
+    result = value[at + payload_len :] if has_result else None
+    return seq, ts_ns, kind, payload, result
 
 
 def _open(root: Path, *, readonly: bool, sync: bool = False) -> Any:
@@ -66,7 +87,7 @@ class LmdbWriter(Writer):
         self._txn.put(self._prefix, orjson.dumps(self._header), db=self._sessions)
 
     def record(self, seq: int, event: Event) -> None:
-        self._txn.put(self._prefix + _SEQ.pack(seq), event_line(seq, event), db=self._events)
+        self._txn.put(self._prefix + _SEQ.pack(seq), _pack_event(event), db=self._events)
 
     def checkpoint(self, seq: int, state: dict[str, object]) -> None:
         self._txn.put(
@@ -112,14 +133,14 @@ class LmdbReader(Reader):
                 for k, v in cur:
                     if not k.startswith(prefix):
                         break
-                    rows.append(orjson.loads(v))
+                    rows.append(_unpack_event(_SEQ.unpack_from(k, 16)[0], v))
         return len(rows)
 
     def kind_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         with self._env.begin(db=self._events) as txn:
             for v in txn.cursor().iternext(keys=False, values=True):
-                kind = orjson.loads(v)["kind"]
+                kind = v[_VALUE.size : _VALUE.size + v[8]].decode()  # v[8]: the kind's length
                 counts[kind] = counts.get(kind, 0) + 1
         return counts
 
@@ -160,5 +181,12 @@ class LmdbStore(Store):
             env.copy(str(compacted), compact=True)
         finally:
             env.close()
+        # The copy is not synced by LMDB: made durable before it replaces the store.
+        fd = os.open(compacted / "data.mdb", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(compacted / "data.mdb", root / "data.mdb")
         shutil.rmtree(compacted)
+        sync_directory(root)

@@ -28,6 +28,7 @@ from bench.stores.base import (
     checkpoint_line,
     event_line,
     session_header,
+    sync_directory,
 )
 from bench.workload import Event, Session
 
@@ -176,3 +177,4 @@ class McapStore(Store):
             dst.flush()
             os.fsync(dst.fileno())
         os.replace(tmp, root / FILE_NAME)
+        sync_directory(root)

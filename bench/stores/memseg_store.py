@@ -71,11 +71,8 @@ class MemsegReader(Reader):
         return len(actions[0 : len(actions)])
 
     def kind_counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for info in self._store.sessions():
-            for kind, n in self._store.session(info.id).actions.kind_counts().items():
-                counts[kind] = counts.get(kind, 0) + n
-        return counts
+        # memseg's own call for the whole store: it reads each session's snapshot.
+        return self._store.kind_counts()
 
     def close(self) -> None:
         self._stack.close()

@@ -38,6 +38,9 @@ CREATE TABLE IF NOT EXISTS actions (
     result BLOB,
     PRIMARY KEY (session_id, seq)
 );
+-- A user who counts events per kind indexes the kind: GROUP BY then scans the
+-- index, not every row with its payload (about ten times faster).
+CREATE INDEX IF NOT EXISTS actions_kind ON actions(kind);
 CREATE TABLE IF NOT EXISTS checkpoints (
     session_id TEXT NOT NULL REFERENCES sessions(id),
     seq INTEGER NOT NULL,

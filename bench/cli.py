@@ -19,6 +19,15 @@ from bench.stores import REGISTRY
 from bench.timing import freeze_workload
 from bench.workload import make_workload, raw_bytes
 
+PUBLISHED = Path("BENCHMARKS.md")
+
+
+def _default_out(cfg: Config) -> Path:
+    """Where a run's report goes when --out is not given."""
+    if cfg.is_full_size():
+        return PUBLISHED
+    return Path(tempfile.mkdtemp(prefix="memseg-bench-report-")) / PUBLISHED.name
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
@@ -33,7 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--long-events", type=int, help="events of the long session (default 1e6)")
     p.add_argument("--mem-file-mb", type=int, help="memseg file size for the memory target")
     p.add_argument("--stores", help="comma-separated subset of: " + ", ".join(REGISTRY))
-    p.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"), help="report path")
+    p.add_argument("--out", type=Path,
+                   help="report path (default: BENCHMARKS.md for a full-size run; a quick or "
+                        "resized run writes to a temporary folder, so it never replaces the "
+                        "published report unless told to)"),
     p.add_argument("--charts", type=Path, help="chart folder (default: bench/charts beside --out)")
     p.add_argument("--json", type=Path, help="also write the raw results as JSON here")
     p.add_argument("--render-json", type=Path, metavar="JSON",
@@ -104,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         if own_workdir and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     res = runner.results
-    out: Path = args.out
+    out: Path = args.out or _default_out(cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
     chart_dir = args.charts or out.parent / "bench" / "charts"
     drawn = charts.draw_all(res, chart_dir)
@@ -120,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 def _render_again(args: argparse.Namespace) -> int:
     """The report and charts of a saved run, its figures unchanged."""
     res = Results.from_json(json.loads(args.render_json.read_text()))
-    out: Path = args.out
+    out: Path = args.out or PUBLISHED
     chart_dir = args.charts or out.parent / "bench" / "charts"
     drawn = charts.draw_all(res, chart_dir)
     ran = res.params.get("command", "python -m bench (command not recorded)")

@@ -55,6 +55,13 @@ class Config:
         """
         return sorted({max(1, self.events // 10), max(1, self.events * 3 // 10), self.events})
 
+    def is_full_size(self) -> bool:
+        """Whether this run measures the published workload: the default sizes and every
+        store (repeat counts may differ)."""
+        sizes = ("sessions", "events", "seed", "flush_sessions", "long_events", "mem_file_mb",
+                 "stores", "quick")
+        return all(getattr(self, f) == getattr(FULL, f) for f in sizes)
+
     def as_params(self) -> dict[str, Any]:
         """The configuration as plain data for the report."""
         return asdict(self)

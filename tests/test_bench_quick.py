@@ -109,3 +109,16 @@ def test_a_report_renders_again_from_its_json(
     assert len(differing) == 1 and differing[0][1].startswith("Written by")
     assert "rendered again from its JSON" in differing[0][1]
     assert len(list((tmp_path / "charts").glob("*.png"))) == 3
+
+
+def test_only_a_full_size_run_writes_the_published_report_by_default() -> None:
+    from bench.cli import PUBLISHED, _default_out
+    from bench.config import FULL, QUICK, with_overrides
+
+    # Repeat counts do not change what is measured; sizes and the store list do.
+    assert _default_out(FULL) == PUBLISHED
+    assert _default_out(with_overrides(FULL, heavy_repeat=2, repeat=3)) == PUBLISHED
+    for cfg in (QUICK, with_overrides(FULL, sessions=40), with_overrides(FULL, stores=("memseg",))):
+        out = _default_out(cfg)
+        assert out.name == PUBLISHED.name and out.resolve() != PUBLISHED.resolve()
+        out.parent.rmdir()  # made empty for the report; nothing else went there

@@ -22,6 +22,10 @@ _DIFF = """--- a/src/parser.py
 """
 
 
+# More than the demo's actions span in all, so that they all lie in the past.
+_DEMO_SPAN_NS = 30 * 1_000_000_000
+
+
 class _Clock:
     """Timestamps that advance like a real run, so replay pacing has something to show."""
 
@@ -114,7 +118,10 @@ def _active(rec: Recorder, clock: _Clock) -> None:
 
 def record_demo(path: str | os.PathLike[str], start_ns: int | None = None) -> None:
     """Append the demo sessions to ``path`` (created if missing); one is left active."""
-    clock = _Clock(time.time_ns() if start_ns is None else start_ns)
+    # The sessions' actions span about ten seconds of made-up time; that span ends
+    # before now, so no action is newer than its session's end (and a sweep right
+    # after the demo sees sessions that are already inactive).
+    clock = _Clock(time.time_ns() - _DEMO_SPAN_NS if start_ns is None else start_ns)
     with open_store(path, "a") as store:
         rec = store.start_session("fix-short-header", meta={
             "agent": "coder", "model": "demo-model-1", "repo": "example/parser", "branch": "main"})

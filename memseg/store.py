@@ -176,7 +176,14 @@ class Store:
         garbled one; at worst a 64-byte temporary file stays behind.
         """
         tmp = f"{self.path}.{uuid.uuid4().hex[:12]}{CREATE_SUFFIX}"
-        fh = self._fs.open(tmp, write=True, create=True)
+        try:
+            fh = self._fs.open(tmp, write=True, create=True)
+        except OSError as exc:
+            # Named after the path the caller gave: the temporary name is ours, and a
+            # missing or unwritable folder is the same for both.
+            if exc.errno is None:
+                raise
+            raise type(exc)(exc.errno, exc.strerror, self.path) from None
         try:
             fh.write(0, encode_file_header(uuid.uuid4(), time.time_ns()))
             fh.sync()

@@ -141,3 +141,11 @@ def test_search_refuses_kinds_and_sessions_of_the_wrong_type_when_called(tmp_pat
             memseg.search(path, "pytest", **kwargs)
     with pytest.raises(TypeError, match="UTF-8"):
         memseg.search(path, "\udcff")
+
+
+def test_creating_in_a_missing_folder_names_the_path_given(tmp_path: Path) -> None:
+    path = tmp_path / "no-such-folder" / "x.mseg"
+    with pytest.raises(FileNotFoundError) as caught:
+        memseg.open(path, "a")
+    assert caught.value.filename == str(path)  # not the temporary name memseg creates through
+    assert not path.parent.exists()

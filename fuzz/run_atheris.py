@@ -17,12 +17,22 @@ from __future__ import annotations
 import sys
 
 
+def _usage() -> str:
+    from fuzz.targets import TARGETS
+
+    return f"{__doc__}\nTargets: {', '.join(TARGETS)}.\n"
+
+
 def main() -> None:
     """Instrument memseg, pick the target named by argv[1], hand the rest to libFuzzer."""
+    if len(sys.argv) >= 2 and sys.argv[1] in ("-h", "--help"):
+        sys.stdout.write(_usage())
+        return
+    if len(sys.argv) < 2 or sys.argv[1].startswith("-"):
+        sys.stderr.write(_usage())
+        sys.exit(2)
     import atheris
 
-    if len(sys.argv) < 2 or sys.argv[1].startswith("-"):
-        sys.exit(__doc__)
     name = sys.argv.pop(1)
     with atheris.instrument_imports(include=["memseg"]):
         import memseg.forensics  # noqa: F401  (instrumented with the rest of memseg)

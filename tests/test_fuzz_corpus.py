@@ -8,6 +8,8 @@ by the input's size, not by lengths written inside it.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 import tracemalloc
 from collections import Counter
@@ -20,6 +22,8 @@ import memseg
 from fuzz.corpus import damaged_files
 from fuzz.targets import TARGETS, ViolationError
 from tests.crashmodel import record_figures
+
+ROOT = Path(__file__).resolve().parent.parent
 
 FUZZ = Path(__file__).resolve().parent.parent / "fuzz"
 LONG = bool(os.environ.get("MEMSEG_LONG"))
@@ -107,3 +111,14 @@ def test_maintain_checks_a_session_whatever_its_name(
     monkeypatch.setattr(memseg.Store, "archive", lambda self, keys: 0)  # a broken archive
     with pytest.raises(ViolationError, match="survived compaction"):
         TARGETS["maintain"](data)
+
+
+def test_the_fuzz_runner_help_lists_every_target() -> None:
+    done = subprocess.run([sys.executable, "-m", "fuzz.run_atheris", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert all(name in done.stdout for name in TARGETS)
+    # No target named: usage on stderr, and a failing status for scripts.
+    bare = subprocess.run([sys.executable, "-m", "fuzz.run_atheris"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert bare.returncode == 2 and "Targets:" in bare.stderr

@@ -26,6 +26,7 @@ from memseg.format import (
     TRAILER_REGION_CHECKED,
     VERSION_MAJOR,
     VERSION_MINOR,
+    Codec,
     Kind,
     record_size,
 )
@@ -121,8 +122,12 @@ def parse_trailer(window: bytes, offset: int, tag: int) -> Commit:
     except MemsegError as exc:
         raise type(exc)(exc.reason, exc.detail, offset=offset + (exc.offset or 0),
                         expected=exc.expected, actual=exc.actual) from None
-    if head.raw_len != TRAILER.size or len(payload) != TRAILER.size:
-        raise CorruptError("trailer_size", offset=offset, expected=TRAILER.size, actual=head.raw_len)
+    # Stored raw, always: a compressed trailer would be shorter than the 72 bytes that
+    # locating commits and their regions assume.
+    if (head.codec != Codec.NONE or head.stored_len != TRAILER.size
+            or head.raw_len != TRAILER.size or len(payload) != TRAILER.size):
+        raise CorruptError("trailer_size", offset=offset, expected=TRAILER.size,
+                           actual=head.stored_len if head.codec != Codec.NONE else head.raw_len)
     toc_offset, seq, prev, time_ns, region_crc, flags = TRAILER.unpack(payload)
     if flags & ~TRAILER_REGION_CHECKED:
         raise CorruptError("reserved", "unknown trailer flags", offset=offset, actual=flags)
@@ -173,7 +178,10 @@ def check_trailer_follows_its_toc(read: Reader, commit: Commit, tag: int) -> Non
         if f_tag != tag or crc32c(head[:RECORD_HEADER_CRC_SPAN]) != head_crc:
             return
         if first and kind != Kind.TOC:
-            return  # no TOC there at all: loading it says so
+            # An intact record of another kind: no writer's trailer names one, so this
+            # is bytes that look like a trailer, skipped as the other misplaced ones.
+            raise CorruptError("trailer_place", "the trailer names a record that is not a TOC",
+                               offset=commit.trailer_offset, expected="TOC", actual=kind)
         if not first and kind not in _BETWEEN_TOC_AND_TRAILER:
             raise CorruptError("trailer_place", "a TOC or trailer stands between the trailer "
                                "and the TOC it names", offset=commit.trailer_offset,

@@ -142,6 +142,10 @@ def _recent_blocks(view: View, entry: TocEntry, snap: Snapshot, indexed_last: in
     found: list[tuple[int, int, int]] = []
     offset = snap.last_block_offset
     for _ in range(snap.recent_count):
+        if offset <= entry.session_offset:  # 0 included: the chain ended too soon
+            raise CorruptError("bad_reference", "block chain ends before the snapshot's "
+                               "recent blocks", offset=entry.snapshot_offset,
+                               expected=f"> {entry.session_offset}", actual=offset)
         head = parse_header(view.buf, offset, entry.snapshot_offset, view.header.tag)
         if head.kind != Kind.BLOCK:
             raise CorruptError("wrong_kind", "block chain", offset=offset, expected="BLOCK",

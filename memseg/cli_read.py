@@ -59,7 +59,10 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_ls)
 
-    p = sub.add_parser("show", help="a session's metadata, checkpoints and actions")
+    p = sub.add_parser("show", help="a session's metadata, checkpoints and actions",
+                       description="A session's metadata, checkpoints and actions. The AT column "
+                       "is each action's time since the session was created, the same whichever actions "
+                       "--from, --to and --kind pick.")
     p.add_argument("file")
     p.add_argument("session", help="id, unique id prefix, or unique name")
     p.add_argument("--kind", action="append", help="only actions of this kind (repeatable)")
@@ -90,7 +93,9 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_diff)
 
-    p = sub.add_parser("replay", help="stream a session's actions in order")
+    p = sub.add_parser("replay", help="stream a session's actions in order",
+                       description="Stream a session's actions in order, each with its time since "
+                       "the session was created.")
     p.add_argument("file")
     p.add_argument("session")
     p.add_argument("--speed", type=float, default=0.0,
@@ -269,7 +274,7 @@ def cmd_show(args: argparse.Namespace, out: Out) -> int:
                 for c in checkpoints], right=(0, 1))
         out.line()
         shown = list(picked)
-        _print_actions(out, shown, shown[0].ts_ns if shown else 0, args.payload)
+        _print_actions(out, shown, s.created_ns, args.payload)
     _report_damage(out, damage, to_stderr=None)
     return EXIT_PROBLEMS if damage else EXIT_OK
 
@@ -308,12 +313,20 @@ def _warn(out: Out, path: str, text: str, exc: MemsegError) -> None:
     out.error(f"{path}: {label}: {text}", error_record(exc, path) | {"message": text})
 
 
+def _since(ts_ns: int, t0: int) -> str:
+    """A time as an offset from ``t0``, signed: "+2.5s" (a timestamp the recorder was given
+    may lie before the session was created, "-1.0s")."""
+    return ("-" if ts_ns < t0 else "+") + duration(abs(ts_ns - t0))
+
+
 def _print_actions(out: Out, actions: list[Action], t0: int, full: bool) -> None:
+    """Actions as a table, or whole with ``full``; their times count from ``t0`` (the session's
+    creation, so that a filter never changes the time shown for an action)."""
     rows = []
     room = max(20, width() - 60)
     for a in actions:
         text = "" if full else preview(a.payload_type, a.payload, room)
-        rows.append([a.seq, "+" + duration(max(0, a.ts_ns - t0)), a.kind, len(a.payload),
+        rows.append([a.seq, _since(a.ts_ns, t0), a.kind, len(a.payload),
                      "-" if a.result is None else len(a.result), text])
     if not full:
         out.table(["SEQ", "AT", "KIND", "PAYLOAD", "RESULT", "PREVIEW"], rows, right=(0, 1, 3, 4))
@@ -418,11 +431,10 @@ def cmd_replay(args: argparse.Namespace, out: Out) -> int:
         session = store.session(resolve_session(store, args.session))
         actions = session.actions
         damage: Damage = []
-        t0: int | None = None
+        t0 = session.info.created_ns
         prev: int | None = None
         room = max(20, width() - 40)
         for a in _window(actions, 0, len(actions), damage):
-            t0 = a.ts_ns if t0 is None else t0
             if args.speed > 0 and prev is not None:
                 wait = max(0.0, (a.ts_ns - prev) / 1e9 / args.speed)
                 # --max-wait inf means "no cap" to a user; sleep() refuses what it cannot
@@ -432,7 +444,7 @@ def cmd_replay(args: argparse.Namespace, out: Out) -> int:
             if args.jsonl:
                 out.jsonl(action_json(a))
             else:
-                out.line(f"{'+' + duration(max(0, a.ts_ns - t0)):>8}  #{a.seq:<5} "
+                out.line(f"{_since(a.ts_ns, t0):>8}  #{a.seq:<5} "
                          f"{out.style(a.kind, 'cyan')}  {preview(a.payload_type, a.payload, room)}")
                 if a.result is not None:
                     out.line(f"{'':>8}  {'':6} -> {preview(a.result_type, a.result, room)}")

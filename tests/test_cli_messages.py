@@ -1,0 +1,70 @@
+"""What the command line tells a newcomer: times, hints and wording that read right.
+
+Each test holds an input that a new user's walk through the README found confusing.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+import memseg
+from memseg.cli import main
+
+_S = 1_000_000_000
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _help(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """A command's --help, its lines joined as argparse wrapped them."""
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    return " ".join(capsys.readouterr().out.split())
+
+
+def _at(out: str) -> dict[int, str]:
+    """The AT column of `show`'s action table, by seq."""
+    rows = [line.split() for line in out.splitlines()]
+    return {int(r[0]): r[1] for r in rows if len(r) > 2 and r[0].isdigit() and r[1][0] in "+-"}
+
+
+@pytest.fixture
+def timed(tmp_path: Path) -> Path:
+    """Session "timed": actions 100.5 s, 101.5 s, ... after its creation, kinds alternating
+    "even"/"odd"; session "early": one action stamped 3.5 s before it was created. (Half
+    seconds, so the milliseconds between reading the clock and creating the session never
+    change how a time rounds.)"""
+    path = tmp_path / "timed.mseg"
+    with memseg.open(path, "a") as store:
+        before = time.time_ns()
+        with store.start_session("timed") as rec:
+            for i in range(6):
+                rec.record("odd" if i % 2 else "even", {"i": i}, ts_ns=before + 100 * _S + _S // 2 + i * _S)
+        with store.start_session("early") as rec:
+            rec.record("note", "stamped by the caller", ts_ns=before - 3 * _S - _S // 2)
+    return path
+
+
+def test_show_times_count_from_the_session_start_whatever_the_filter(
+        capsys: pytest.CaptureFixture[str], timed: Path) -> None:
+    want = {i: f"+{100.5 + i:.1f}s" for i in range(6)}
+    code, out, _ = run(capsys, "show", timed, "timed")
+    assert code == 0 and _at(out) == want
+    for argv in (["--from", 2, "--to", 4], ["--kind", "odd"], ["--kind", "odd", "--from", 3]):
+        code, out, _ = run(capsys, "show", timed, "timed", *argv)
+        shown = _at(out)
+        assert code == 0 and shown and shown == {i: want[i] for i in shown}, argv
+    code, out, _ = run(capsys, "show", timed, "timed", "--from", 3, "--payload")
+    assert "#3  +103.5s  odd" in out
+    code, out, _ = run(capsys, "replay", timed, "timed")
+    assert code == 0 and out.split()[:2] == ["+100.5s", "#0"]
+    code, out, _ = run(capsys, "show", timed, "early")
+    assert code == 0 and _at(out) == {0: "-3.5s"}
+    assert "since the session was created" in _help(capsys, "show")

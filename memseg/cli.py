@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
     except UsageError as exc:
         if exc.usage and not out.json_errors:
             out.stderr.write(exc.usage)
-        return _fail(out, exc, None)
+        return _fail(out, exc, exc.file)
     except FileError as exc:
         return _fail(out, exc.error, exc.path)
     except MemsegError as exc:
@@ -108,7 +108,7 @@ def _fail(out: Out, exc: UsageError | MemsegError | OSError, file: str | None) -
     elif isinstance(exc, OSError):
         parts = [file, exc.strerror or str(exc)]
     else:
-        parts = [str(exc)]
+        parts = [file, str(exc)]
     out.error(": ".join(p for p in parts if p), error_record(exc, file))
     return code
 

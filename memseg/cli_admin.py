@@ -136,7 +136,7 @@ def cmd_compact(args: argparse.Namespace, out: Out) -> int:
 def _sessions(path: str, keys: list[str]) -> list[SessionInfo]:
     """The sessions the keys name (ids, unique prefixes or names), each once."""
     with open_reader(path) as store:
-        return [store.session(sid).info for sid in dict.fromkeys(resolve_sessions(store, keys))]
+        return [store.session(sid).info for sid in dict.fromkeys(resolve_sessions(store, keys, path))]
 
 
 def _refuse_active(path: str, infos: list[SessionInfo]) -> None:
@@ -216,7 +216,7 @@ def _copy_sessions(src: str, dest: str, sessions: list[str]) -> tuple[int, list[
     with about(src):  # an empty source is named as such, not the destination
         _must_exist(src)
     with about(src), memseg.open(src, "r") as store:
-        keys = list(dict.fromkeys(str(sid) for sid in resolve_sessions(store, sessions))) or [
+        keys = list(dict.fromkeys(str(sid) for sid in resolve_sessions(store, sessions, src))) or [
             str(i.id) for i in store.sessions()]
         with about(dest, *_DEST_ERRORS):
             return store.export(keys, dest), keys

@@ -39,11 +39,13 @@ _HEX = re.compile("[0-9a-f]+")
 
 
 class UsageError(Exception):
-    """A bad argument or a session that is not there: exit 2 with this message."""
+    """A bad argument or a session that is not there: exit 2 with this message, naming
+    ``file`` when the argument was looked up in one."""
 
-    def __init__(self, message: str, usage: str = "") -> None:
+    def __init__(self, message: str, usage: str = "", *, file: str | None = None) -> None:
         super().__init__(message)
         self.usage = usage
+        self.file = file
 
 
 class FileError(Exception):
@@ -116,12 +118,13 @@ def open_reader(path: str) -> Reader:
     return open_readonly(path)
 
 
-def resolve_session(store: Reader, key: str) -> uuid.UUID:
-    """A session id from a UUID, a unique name or a unique id prefix; UsageError if none."""
-    return resolve_sessions(store, [key])[0]
+def resolve_session(store: Reader, key: str, path: str) -> uuid.UUID:
+    """A session id from a UUID, a unique name or a unique id prefix; UsageError (naming
+    ``path``, the file as the user gave it) if none."""
+    return resolve_sessions(store, [key], path)[0]
 
 
-def resolve_sessions(store: Reader, keys: Iterable[str]) -> list[uuid.UUID]:
+def resolve_sessions(store: Reader, keys: Iterable[str], path: str) -> list[uuid.UUID]:
     """`resolve_session` of each key; the ids prefixes are matched against are listed once."""
     listed: list[str] = []
 
@@ -130,10 +133,10 @@ def resolve_sessions(store: Reader, keys: Iterable[str]) -> list[uuid.UUID]:
             listed.extend(i.id.hex for i in store.sessions())
         return listed
 
-    return [_resolve(store, key, ids) for key in keys]
+    return [_resolve(store, key, ids, path) for key in keys]
 
 
-def _resolve(store: Reader, key: str, ids: Callable[[], list[str]]) -> uuid.UUID:
+def _resolve(store: Reader, key: str, ids: Callable[[], list[str]], path: str) -> uuid.UUID:
     prefix = key.lower().replace("-", "")
     # The ids ``key`` starts (as `ls` shows them, with or without hyphens).
     def by_prefix() -> list[str]:
@@ -146,18 +149,19 @@ def _resolve(store: Reader, key: str, ids: Callable[[], list[str]]) -> uuid.UUID
     except KeyError as exc:
         why = str(exc.args[0]) if exc.args and "sessions are named" in str(exc.args[0]) else ""
         if why:
-            raise UsageError(why) from None
+            raise UsageError(why, file=path) from None
     else:
         # A name that is also the start of another session's id must not stand in for it
         # (a crafted file could name a decoy after the id `ls` shows for the real one).
         others = [i for i in by_prefix() if i != found.hex] if found.hex != prefix else []
         if others:
             raise UsageError(f"{key!r} names session {found} and starts the id of "
-                             f"{len(others)} other(s); give the full id")
+                             f"{len(others)} other(s); give the full id", file=path)
         return found
     matches = by_prefix()
     if len(matches) == 1:
         return uuid.UUID(matches[0])
     if len(matches) > 1:
-        raise UsageError(f"{len(matches)} sessions start with {key!r}; give more of the id")
-    raise UsageError(f"no session {key!r}")
+        raise UsageError(f"{len(matches)} sessions start with {key!r}; give more of the id",
+                         file=path)
+    raise UsageError(f"no session {key!r}", file=path)

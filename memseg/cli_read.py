@@ -233,7 +233,7 @@ def cmd_show(args: argparse.Namespace, out: Out) -> int:
     """memseg show: a session's metadata, checkpoints and actions."""
     damage: Damage = []
     with open_reader(args.file) as store:
-        session = store.session(resolve_session(store, args.session))
+        session = store.session(resolve_session(store, args.session, args.file))
         s = session.info
         actions = session.actions
         stop = len(actions) if args.seq_to is None else min(len(actions), args.seq_to + 1)
@@ -343,10 +343,11 @@ def _print_actions(out: Out, actions: list[Action], t0: int, full: bool) -> None
 def cmd_cat(args: argparse.Namespace, out: Out) -> int:
     """memseg cat: one action's payload and result."""
     with open_reader(args.file) as store:
-        session = store.session(resolve_session(store, args.session))
+        session = store.session(resolve_session(store, args.session, args.file))
         n = len(session.actions)
         if not 0 <= args.seq < n:
-            raise UsageError(f"session {session.info.id} has no action {args.seq} ({n} actions)")
+            raise UsageError(f"session {session.info.id} has no action {args.seq} ({n} actions)",
+                             file=args.file)
         a = session.actions[args.seq]
     if args.json:
         out.json(action_json(a))
@@ -381,8 +382,8 @@ def cmd_cat(args: argparse.Namespace, out: Out) -> int:
 def cmd_diff(args: argparse.Namespace, out: Out) -> int:
     """memseg diff: compare two sessions; exit 1 if they differ."""
     with open_reader(args.file) as store:
-        a = store.session(resolve_session(store, args.a))
-        b = store.session(resolve_session(store, args.b))
+        a = store.session(resolve_session(store, args.a, args.file))
+        b = store.session(resolve_session(store, args.b, args.file))
         report = diff_sessions(a, b, limit=args.limit if args.limit >= 0 else None,
                                timestamps=args.timestamps)
     if args.json:
@@ -428,7 +429,7 @@ def cmd_replay(args: argparse.Namespace, out: Out) -> int:
     if not args.max_wait >= 0:
         raise UsageError("--max-wait must be >= 0")
     with open_reader(args.file) as store:
-        session = store.session(resolve_session(store, args.session))
+        session = store.session(resolve_session(store, args.session, args.file))
         actions = session.actions
         damage: Damage = []
         t0 = session.info.created_ns
@@ -468,7 +469,8 @@ def cmd_search(args: argparse.Namespace, out: Out) -> int:
     hits = []
     damaged: list[MemsegError] = []
     with open_reader(args.file) as store:
-        sessions = [str(k) for k in resolve_sessions(store, args.session)] if args.session else None
+        sessions = ([str(k) for k in resolve_sessions(store, args.session, args.file)]
+                    if args.session else None)
         for hit in search(store, pattern, regex=args.regex,
                           ignore_case=args.ignore_case, kinds=args.kind, sessions=sessions,
                           results=args.results, progress=bar, on_error=damaged.append):

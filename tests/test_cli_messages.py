@@ -5,6 +5,8 @@ Each test holds an input that a new user's walk through the README found confusi
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from pathlib import Path
 
@@ -68,3 +70,28 @@ def test_show_times_count_from_the_session_start_whatever_the_filter(
     code, out, _ = run(capsys, "show", timed, "early")
     assert code == 0 and _at(out) == {0: "-3.5s"}
     assert "since the session was created" in _help(capsys, "show")
+
+
+def _readme_error_keys() -> list[str]:
+    """The keys README.md lists for a --json error, in its order."""
+    text = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    listed = text.split("reports an error as a JSON object on stderr (", 1)[1].split(";", 1)[0]
+    return re.findall(r"`(\w+)`", listed)
+
+
+def test_json_errors_name_the_file_a_session_was_looked_up_in(
+        capsys: pytest.CaptureFixture[str], timed: Path, tmp_path: Path) -> None:
+    with memseg.open(timed, "a") as store:
+        store.start_session("twin").end()
+        store.start_session("twin").end()
+    for argv in (["show", timed, "nope"], ["replay", timed, "nope"], ["diff", timed, "timed", "nope"],
+                 ["search", timed, "x", "--session", "nope"], ["cat", timed, "twin", 0],
+                 ["archive", timed, "nope"], ["export", timed, tmp_path / "out.mseg", "nope"],
+                 ["cat", timed, "timed", 99]):
+        code, _, err = run(capsys, *argv, "--json")
+        record = json.loads(err)
+        assert code == 2 and record["category"] == "usage", argv
+        assert record["file"] == str(timed), argv
+        assert list(record) == _readme_error_keys(), argv
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and err.startswith(f"memseg: {timed}: "), argv

@@ -91,10 +91,10 @@ class _Info:
 def test_the_command_line_lists_sessions_once_for_many_id_prefixes() -> None:
     ids = [uuid.uuid4() for _ in range(50)]
     reader = _Listing(ids)
-    assert resolve_sessions(reader, [str(i)[:8] for i in ids]) == ids  # type: ignore[arg-type]
+    assert resolve_sessions(reader, [str(i)[:8] for i in ids], "f.mseg") == ids  # type: ignore[arg-type]
     assert reader.listed == 1
     with pytest.raises(UsageError, match="no session"):
-        resolve_sessions(reader, ["zzzz"])  # type: ignore[arg-type]
+        resolve_sessions(reader, ["zzzz"], "f.mseg")  # type: ignore[arg-type]
 
 
 def _listing(store: memseg.Store) -> list[tuple[str | None, str, int]]:

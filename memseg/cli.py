@@ -25,6 +25,7 @@ from memseg.cli_common import (
     FileError,
     UsageError,
     category,
+    describe,
     error_record,
 )
 from memseg.cliout import Out
@@ -102,9 +103,9 @@ def _file_of(args: argparse.Namespace) -> str | None:
 
 def _fail(out: Out, exc: UsageError | MemsegError | OSError, file: str | None) -> int:
     """Report the error that ended a command, naming its file; returns the exit status."""
-    label, code = category(exc)
+    code = category(exc)[1]
     if isinstance(exc, MemsegError):
-        parts = [file, label, str(exc)]
+        parts = [file, describe(exc, file)]
     elif isinstance(exc, OSError):
         parts = [file, exc.strerror or str(exc)]
     else:

@@ -254,5 +254,5 @@ def _must_exist(path: str) -> None:
         raise FileNotFoundError(2, "No such file or directory", path)
     require_regular_file(path)
     if os.path.getsize(path) == 0:
-        raise NotMemsegError("bad_magic", "an empty file is not a memseg file", offset=0,
+        raise NotMemsegError("bad_magic", "the file is empty", offset=0,
                              expected=MAGIC, actual=b"")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import os
 import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -93,6 +94,42 @@ def category(exc: BaseException) -> tuple[str, int]:
         if isinstance(exc, cls):
             return label, code
     return "error", EXIT_USAGE
+
+
+def describe(exc: MemsegError, file: str | None) -> str:
+    """A memseg error as the command line says it, after the file's name: its category, then
+    its reason code, offset, detail and expected/found values, each said once. (The reason
+    and detail were written for library callers, who see no category and may not know the
+    file: "locked" under "file locked", or a detail naming the file, would say it twice.)"""
+    label = category(exc)[0]
+    words = _words(label)
+    head = "" if _words(exc.reason) in words else exc.reason
+    if exc.offset is not None:
+        head = f"{head} at offset {exc.offset}".strip()
+    detail = _without_file(exc.detail, file)
+    if _words(detail) == words:
+        detail = ""
+    text = ": ".join(p for p in (label, head, detail) if p)
+    if exc.expected is not None or exc.actual is not None:
+        text += f" (expected {exc.expected!r}, found {exc.actual!r})"
+    return text
+
+
+def _words(text: str) -> str:
+    """``text`` as lower-case words between spaces ("read_only", "Read-only": "read only"),
+    padded, so that one phrase can be looked for inside another as whole words."""
+    return f" {' '.join(re.split(r'[^a-z0-9]+', text.lower())).strip()} "
+
+
+def _without_file(detail: str, file: str | None) -> str:
+    """``detail`` without a leading name of ``file`` (as given, absolute or resolved), which
+    the message already names: "/abs/f.mseg is held by ..." becomes "held by ..."."""
+    if not file or not detail:
+        return detail
+    for name in dict.fromkeys((file, os.path.abspath(file), os.path.realpath(file))):
+        if detail.startswith(name + " "):
+            return detail[len(name) + 1 :].removeprefix("is ")
+    return detail
 
 
 def error_record(exc: BaseException, file: str | None = None) -> dict[str, object]:

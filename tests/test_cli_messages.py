@@ -95,3 +95,24 @@ def test_json_errors_name_the_file_a_session_was_looked_up_in(
         assert list(record) == _readme_error_keys(), argv
         code, _, err = run(capsys, *argv)
         assert code == 2 and err.startswith(f"memseg: {timed}: "), argv
+
+
+def test_error_messages_say_each_thing_once(capsys: pytest.CaptureFixture[str], timed: Path,
+                                            tmp_path: Path) -> None:
+    text = tmp_path / "text.txt"
+    text.write_text("hello\n")
+    code, _, err = run(capsys, "ls", text)
+    assert code == 2 and err == (f"memseg: {text}: not a memseg file: bad_magic at offset 0 "
+                                 "(expected b'MSEG\\r\\n\\x1a\\n', found b'hello\\n')\n")
+    empty = tmp_path / "empty.mseg"
+    empty.write_bytes(b"")
+    code, _, err = run(capsys, "compact", empty)
+    said = err.removeprefix(f"memseg: {empty}: ")
+    assert code == 2 and said.startswith("not a memseg file: bad_magic at offset 0: ")
+    assert said.count("not a memseg file") == 1 and "empty" in said
+    with memseg.open(timed, "a"):  # the writer's lock, held
+        code, _, err = run(capsys, "archive", timed, "timed")
+        assert code == 2 and err == f"memseg: {timed}: file locked: held by another writer\n"
+        code, _, err = run(capsys, "archive", timed, "timed", "--json")
+        record = json.loads(err)
+        assert record["reason"] == "locked" and str(timed.resolve()) in record["detail"]

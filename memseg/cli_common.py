@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import errno
 import os
 import re
+import shlex
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeAlias
@@ -201,4 +203,19 @@ def _resolve(store: Reader, key: str, ids: Callable[[], list[str]], path: str) -
     if len(matches) > 1:
         raise UsageError(f"{len(matches)} sessions start with {key!r}; give more of the id",
                          file=path)
-    raise UsageError(f"no session {key!r}", file=path)
+    raise UsageError(f"no session {key!r} ({'; '.join(_hints(store, key, prefix, path))})",
+                     file=path)
+
+
+def _hints(store: Reader, key: str, prefix: str, path: str) -> list[str]:
+    """What may help someone whose ``key`` names no session: the prefix rule if it reads as
+    a short id prefix, where the sessions are listed, and the names it is close to."""
+    hints = []
+    if _HEX.fullmatch(prefix) and len(prefix) < 4:
+        hints.append("an id prefix needs at least 4 hex digits")
+    hints.append(f"`memseg ls {shlex.quote(path)}` lists the sessions")
+    names = dict.fromkeys(i.name for i in store.sessions() if i.name)
+    close = difflib.get_close_matches(key, list(names), n=3)
+    if close:
+        hints.append(f"did you mean {' or '.join(map(repr, close))}?")
+    return hints

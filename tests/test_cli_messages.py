@@ -116,3 +116,20 @@ def test_error_messages_say_each_thing_once(capsys: pytest.CaptureFixture[str], 
         code, _, err = run(capsys, "archive", timed, "timed", "--json")
         record = json.loads(err)
         assert record["reason"] == "locked" and str(timed.resolve()) in record["detail"]
+
+
+def test_a_session_not_found_comes_with_hints(capsys: pytest.CaptureFixture[str], timed: Path,
+                                              tmp_path: Path) -> None:
+    with memseg.open(timed) as store:
+        sid = next(i.id for i in store.sessions() if i.name == "timed")
+    code, _, err = run(capsys, "show", timed, sid.hex[:3])
+    assert code == 2 and err == (f"memseg: {timed}: no session {sid.hex[:3]!r} (an id prefix needs "
+                                 f"at least 4 hex digits; `memseg ls {timed}` lists the sessions)\n")
+    code, _, err = run(capsys, "show", timed, "timd")
+    assert code == 2 and err.endswith("lists the sessions; did you mean 'timed'?)\n")
+    code, _, err = run(capsys, "show", timed, "zzzzzz")
+    assert code == 2 and "did you mean" not in err and "4 hex digits" not in err
+    spaced = tmp_path / "my runs.mseg"
+    timed.rename(spaced)
+    code, _, err = run(capsys, "show", spaced, "erly")
+    assert code == 2 and f"`memseg ls '{spaced}'`" in err and "did you mean 'early'?" in err

@@ -86,6 +86,7 @@ class _Listing:
 class _Info:
     def __init__(self, sid: uuid.UUID) -> None:
         self.id = sid
+        self.name: str | None = None
 
 
 def test_the_command_line_lists_sessions_once_for_many_id_prefixes() -> None:

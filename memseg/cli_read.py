@@ -399,15 +399,20 @@ def cmd_diff(args: argparse.Namespace, out: Out) -> int:
         out.line(f"{tag}: {s.id}  {s.name or '-'}  ({s.action_count} actions)")
     room = max(20, width() - 30)
     for d in report.differences:
-        verb = "differs" if len(d.parts) == 1 else "differ"
-        out.line(out.style(f"seq {d.seq}: {', '.join(d.parts)} {verb}", "yellow"))
+        if d.a is None or d.b is None:  # parts == ("missing",): one session is shorter
+            head = f"seq {d.seq}: only in {'a' if d.b is None else 'b'}"
+        else:
+            head = f"seq {d.seq}: {', '.join(d.parts)} {'differs' if len(d.parts) == 1 else 'differ'}"
+        out.line(out.style(head, "yellow"))
         for tag, act in (("a", d.a), ("b", d.b)):
             if act is None:
                 out.line(f"  {tag}: (no action)")
             else:
                 out.line(f"  {tag}: {act.kind}  {preview(act.payload_type, act.payload, room)}")
                 if "result" in d.parts:
-                    out.line(f"     -> {preview(act.result_type, act.result, room)}")
+                    shown = "(no result)" if act.result is None else preview(
+                        act.result_type, act.result, room)
+                    out.line(f"     -> {shown}")
     if report.differing > len(report.differences):
         out.line(f"... {report.differing - len(report.differences)} more")
     if report.checkpoints_differ:

@@ -9,6 +9,7 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -133,3 +134,30 @@ def test_a_session_not_found_comes_with_hints(capsys: pytest.CaptureFixture[str]
     timed.rename(spaced)
     code, _, err = run(capsys, "show", spaced, "erly")
     assert code == 2 and f"`memseg ls '{spaced}'`" in err and "did you mean 'early'?" in err
+
+
+def test_diff_says_which_session_has_an_action_and_when_a_result_is_absent(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "twins.mseg"
+    with memseg.open(path, "a") as store:
+        with store.start_session("short") as rec:
+            rec.record("step", {"i": 0}, result="ok")
+        with store.start_session("long") as rec:
+            rec.record("step", {"i": 0})
+            rec.record("step", {"i": 1})
+    code, out, _ = run(capsys, "diff", path, "short", "long")
+    assert code == 1
+    assert out.splitlines()[2:] == [
+        "seq 0: result differs", "  a: step  {\"i\":0}", "     -> ok",
+        "  b: step  {\"i\":0}", "     -> (no result)",
+        "seq 1: only in b", "  a: (no action)", "  b: step  {\"i\":1}",
+        "2 of 2 actions differ"]
+    code, out, _ = run(capsys, "diff", path, "long", "short")
+    assert "seq 1: only in a" in out.splitlines()
+    code, data = _json_run(capsys, "diff", path, "long", "short")
+    assert [d["parts"] for d in data["differences"]] == [["result"], ["missing"]]
+
+
+def _json_run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, Any]:
+    code, out, _ = run(capsys, *argv, "--json")
+    return code, json.loads(out)

@@ -79,8 +79,12 @@ def register(sub: Subparsers) -> None:
     p.add_argument("file")
     p.add_argument("session")
     p.add_argument("seq", type=int)
-    p.add_argument("--part", choices=("both", "payload", "result"), default="both")
-    p.add_argument("--raw", action="store_true", help="the stored bytes, unformatted")
+    p.add_argument("--part", choices=("both", "payload", "result"), default=None,
+                   help="what to print: both (the default), payload or result; with --raw, "
+                   "payload or result only (default payload)")
+    p.add_argument("--raw", action="store_true",
+                   help="write one value's stored bytes, unformatted: the payload, or the result "
+                   "with --part result")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_cat)
 
@@ -342,6 +346,10 @@ def _print_actions(out: Out, actions: list[Action], t0: int, full: bool) -> None
 
 def cmd_cat(args: argparse.Namespace, out: Out) -> int:
     """memseg cat: one action's payload and result."""
+    if args.raw and args.part == "both":
+        # Two values written back to back could not be told apart.
+        raise UsageError("--raw writes one value: give --part payload or --part result")
+    part = args.part or ("payload" if args.raw else "both")
     with open_reader(args.file) as store:
         session = store.session(resolve_session(store, args.session, args.file))
         n = len(session.actions)
@@ -353,14 +361,14 @@ def cmd_cat(args: argparse.Namespace, out: Out) -> int:
         out.json(action_json(a))
         return EXIT_OK
     parts = []
-    if args.part in ("both", "payload"):
+    if part in ("both", "payload"):
         parts.append(("payload", a.payload_type, a.payload))
-    if args.part in ("both", "result") and a.result is not None:
+    if part in ("both", "result") and a.result is not None:
         parts.append(("result", a.result_type, a.result))
     if args.raw:
         out.stdout.flush()
         binary = getattr(out.stdout, "buffer", None)
-        for _, _, data in parts[:1] if args.part == "both" else parts:
+        for _, _, data in parts:
             if binary is not None:
                 binary.write(data)
                 binary.flush()
@@ -368,7 +376,7 @@ def cmd_cat(args: argparse.Namespace, out: Out) -> int:
                 out.stdout.write(data.decode("utf-8", "replace"))
         return EXIT_OK
     for i, (name, vtype, data) in enumerate(parts):
-        if args.part == "both":
+        if part == "both":
             out.line(out.style(f"--- {name} ({type_name(vtype)}, {len(data)} bytes)", "dim"))
         out.block(pretty(vtype, data))
         if i + 1 < len(parts):

@@ -5,6 +5,7 @@ Each test holds an input that a new user's walk through the README found confusi
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import time
@@ -161,3 +162,26 @@ def test_diff_says_which_session_has_an_action_and_when_a_result_is_absent(
 def _json_run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, Any]:
     code, out, _ = run(capsys, *argv, "--json")
     return code, json.loads(out)
+
+
+def test_cat_raw_writes_one_value_and_refuses_two(capsys: pytest.CaptureFixture[str],
+                                                  tmp_path: Path) -> None:
+    path = tmp_path / "cat.mseg"
+    with memseg.open(path, "a") as store, store.start_session("s") as rec:
+        rec.record("tool_call", b"\x00payload", result=b"\x01result")
+
+    def raw(*argv: str) -> tuple[int, bytes]:
+        written = io.BytesIO()
+        out = io.TextIOWrapper(written, encoding="utf-8")  # as sys.stdout: text over bytes
+        code = main(["cat", str(path), "s", "0", "--raw", *argv], stdout=out, stderr=io.StringIO())
+        out.flush()
+        return code, written.getvalue()
+
+    assert raw() == (0, b"\x00payload")
+    assert raw("--part", "payload") == (0, b"\x00payload")
+    assert raw("--part", "result") == (0, b"\x01result")
+    code, _, err = run(capsys, "cat", path, "s", 0, "--raw", "--part", "both")
+    assert code == 2 and "--part payload or --part result" in err
+    code, out, _ = run(capsys, "cat", path, "s", 0)
+    assert code == 0 and "--- payload" in out and "--- result" in out
+    assert "the payload, or the result with --part result" in _help(capsys, "cat")

@@ -20,7 +20,7 @@ from memseg.cli_common import (
     resolve_sessions,
 )
 from memseg.cli_read import print_info, print_sessions
-from memseg.cliout import Out, short_id, size
+from memseg.cliout import Out, plural, short_id, size
 from memseg.demo import record_demo
 from memseg.errors import LockedError, NotMemsegError, StateError, VersionError
 from memseg.forensics import info
@@ -160,7 +160,7 @@ def cmd_archive(args: argparse.Namespace, out: Out) -> int:
         changed = store.unarchive(keys) if args.undo else store.archive(keys)
     verb = "unarchived" if args.undo else "archived"
     _report(out, args.json, {verb: changed, "sessions": keys}, [
-        f"{verb} {changed} of {len(keys)} session(s)"])
+        f"{verb} {changed} of {plural(len(keys), 'session')}"])
     return EXIT_OK
 
 
@@ -178,7 +178,7 @@ def cmd_end(args: argparse.Namespace, out: Out) -> int:
         for key in keys:
             store.resume(key).end(args.status)
     _report(out, args.json, {"ended": len(keys), "sessions": keys},
-            [f"ended {len(keys)} session(s)"])
+            [f"ended {plural(len(keys), 'session')}"])
     return EXIT_OK
 
 
@@ -198,14 +198,14 @@ def cmd_sweep(args: argparse.Namespace, out: Out) -> int:
         r = store.sweep(args.days, archive_to=args.archive_to,
                         max_archive_bytes=args.max_archive_bytes, dry_run=args.dry_run)
     head = "would archive" if r.dry_run else "archived"
-    lines = [f"{head} {len(r.archived)} session(s), {size(r.archived_bytes)}"]
+    lines = [f"{head} {plural(len(r.archived), 'session')}, {size(r.archived_bytes)}"]
     lines += [f"  {short_id(i.id)}  {i.name or '-'}  {size(i.bytes)}" for i in r.archived]
     if r.exported:
         lines.append(f"{'would copy' if r.dry_run else 'copied'} {len(r.exported)} to {args.archive_to}")
     if r.dropped:
         lines.append(f"{'would drop' if r.dry_run else 'dropped'} {len(r.dropped)} from the archive file")
     if r.still_active:
-        lines.append(f"{len(r.still_active)} old session(s) still active (never archived)")
+        lines.append(f"{plural(len(r.still_active), 'old session')} still active (never archived)")
     _report(out, args.json, r, lines)
     return EXIT_OK
 
@@ -226,7 +226,7 @@ def cmd_export(args: argparse.Namespace, out: Out) -> int:
     """memseg export: copy sessions into another file."""
     copied, keys = _copy_sessions(args.file, args.dest, args.sessions)
     _report(out, args.json, {"copied": copied, "dest": args.dest, "sessions": keys},
-            [f"copied {copied} session(s) into {args.dest}"])
+            [f"copied {plural(copied, 'session')} into {args.dest}"])
     return EXIT_OK
 
 
@@ -234,7 +234,7 @@ def cmd_import(args: argparse.Namespace, out: Out) -> int:
     """memseg import: copy sessions of another file into this one."""
     copied, keys = _copy_sessions(args.src, args.file, args.sessions)
     _report(out, args.json, {"copied": copied, "src": args.src, "sessions": keys},
-            [f"copied {copied} session(s) from {args.src} into {args.file}"])
+            [f"copied {plural(copied, 'session')} from {args.src} into {args.file}"])
     return EXIT_OK
 
 

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeAlias
 
-from memseg.cliout import Out
+from memseg.cliout import Out, plural
 from memseg.errors import (
     ClosedError,
     CorruptError,
@@ -195,7 +195,7 @@ def _resolve(store: Reader, key: str, ids: Callable[[], list[str]], path: str) -
         others = [i for i in by_prefix() if i != found.hex] if found.hex != prefix else []
         if others:
             raise UsageError(f"{key!r} names session {found} and starts the id of "
-                             f"{len(others)} other(s); give the full id", file=path)
+                             f"{plural(len(others), 'other')}; give the full id", file=path)
         return found
     matches = by_prefix()
     if len(matches) == 1:

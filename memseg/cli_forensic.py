@@ -8,7 +8,7 @@ import errno
 import os
 
 from memseg.cli_common import EXIT_OK, EXIT_PROBLEMS, Subparsers, UsageError
-from memseg.cliout import Out, short_id, size
+from memseg.cliout import Out, plural, short_id, size
 from memseg.forensics import VerifyReport, is_torn_tail, verify
 from memseg.salvage import SalvageReport, salvage
 from memseg.scan import OK, scan
@@ -48,12 +48,13 @@ def cmd_verify(args: argparse.Namespace, out: Out) -> int:
         out.line(f"{p.offset:>12}  {out.style(f'{p.reason:<20}', 'red')}  {p.detail}")
     for n in report.notes:
         out.line(f"{n.offset:>12}  {out.style(f'{n.reason:<20}', 'yellow')}  {n.detail}")
-    summary = (f"{report.records} records, {report.commits} commits, {report.sessions} sessions, "
-               f"{report.actions} actions")
+    summary = ", ".join(plural(n, word) for n, word in (
+        (report.records, "record"), (report.commits, "commit"), (report.sessions, "session"),
+        (report.actions, "action")))
     if report.ok:
         out.line(f"{args.file}: {out.style('OK', 'green', 'bold')} ({summary})")
         return EXIT_OK
-    out.line(f"{args.file}: {out.style(f'{len(report.problems)} problem(s)', 'red', 'bold')} "
+    out.line(f"{args.file}: {out.style(plural(len(report.problems), 'problem'), 'red', 'bold')} "
              f"({summary})")
     return EXIT_PROBLEMS
 
@@ -88,7 +89,7 @@ def cmd_scan(args: argparse.Namespace, out: Out) -> int:
                          short_id(r.session_id) if r.session_id else ""])
         out.table(["OFFSET", "LENGTH", "KIND", "STORED", "RAW", "CRC", "COMMIT", "SESSION"], rows,
                   right=(0, 1, 3, 4, 6))
-        out.line(f"{len(records)} records, {len(damaged)} damaged")
+        out.line(f"{plural(len(records), 'record')}, {len(damaged)} damaged")
     torn = is_torn_tail([r for r in records if r.commit is None])
     bad = [r for r in damaged if not (torn and r.commit is None)]
     return EXIT_PROBLEMS if bad else EXIT_OK
@@ -114,8 +115,9 @@ def cmd_salvage(args: argparse.Namespace, out: Out) -> int:
     rows = []
     for s in report.sessions:
         lost = ", ".join(f"{a}..{b - 1}" for a, b in s.lost) or "-"
-        notes = "; ".join(s.notes + ([f"{s.damaged_blocks} damaged blocks"] if s.damaged_blocks else [])
-                          + ([f"{s.lost_checkpoints} checkpoints lost"] if s.lost_checkpoints else []))
+        notes = "; ".join(s.notes + ([plural(s.damaged_blocks, "damaged block")] if s.damaged_blocks else [])
+                          + ([f"{plural(s.lost_checkpoints, 'checkpoint')} lost"] if s.lost_checkpoints
+                             else []))
         rows.append([short_id(s.session_id), s.name or "-", out.state(s.state), s.source,
                      "copied" if s.copied else "recorded", s.actions, s.checkpoints,
                      out.style(lost, "red") if s.lost else lost, notes])
@@ -127,11 +129,11 @@ def cmd_salvage(args: argparse.Namespace, out: Out) -> int:
     for region in report.damaged[:20]:
         out.line(out.style(f"damaged: {region.length} bytes at {region.offset} ({region.reason})", "red"))
     if len(report.damaged) > 20:
-        out.line(f"... {len(report.damaged) - 20} more damaged regions")
+        out.line(f"... {plural(len(report.damaged) - 20, 'more damaged region')}")
     if report.torn_tail_bytes:
         out.line(f"uncommitted tail: {size(report.torn_tail_bytes)}")
     verdict = out.style("complete", "green", "bold") if report.complete else out.style(
-        f"{report.lost_actions} actions known lost", "red", "bold")
-    out.line(f"salvaged {report.actions} actions of {len(report.sessions)} sessions into "
+        f"{plural(report.lost_actions, 'action')} known lost", "red", "bold")
+    out.line(f"salvaged {plural(report.actions, 'action')} of {plural(len(report.sessions), 'session')} into "
              f"{args.dst}: {verdict}")
     return EXIT_OK if report.complete else EXIT_PROBLEMS

@@ -25,6 +25,7 @@ from memseg.cli_common import (
 from memseg.cliout import (
     Out,
     duration,
+    plural,
     pretty,
     preview,
     short_id,
@@ -141,14 +142,14 @@ def print_info(out: Out, fi: FileInfo) -> None:
         tail = "none"
     pairs: list[tuple[str, object]] = [
         ("file", fi.path),
-        ("size", f"{size(fi.size)} ({fi.size} bytes)"),
+        ("size", f"{size(fi.size)} ({plural(fi.size, 'byte')})"),
         ("format", f"memseg {fi.version}"),
         ("file id", fi.file_id),
         ("created", when(fi.created_ns) if fi.created_ns else "-"),
         ("commit", f"#{fi.commit_seq} at {when(fi.commit_time_ns)} ({fi.committed_bytes} bytes)"
          if fi.commit_seq is not None else out.style("none", "yellow")),
         ("sessions", f"{total}: {by_state}"),
-        ("actions", f"{fi.actions} ({fi.checkpoints} checkpoints)"),
+        ("actions", f"{fi.actions} ({plural(fi.checkpoints, 'checkpoint')})"),
         ("bytes", f"live {size(fi.bytes_live)}, archived {size(fi.bytes_archived)}, "
                   f"TOC {size(fi.bytes_toc)}, dead {size(fi.bytes_dead)}"),
         ("torn tail", tail),
@@ -354,7 +355,7 @@ def cmd_cat(args: argparse.Namespace, out: Out) -> int:
         session = store.session(resolve_session(store, args.session, args.file))
         n = len(session.actions)
         if not 0 <= args.seq < n:
-            raise UsageError(f"session {session.info.id} has no action {args.seq} ({n} actions)",
+            raise UsageError(f"session {session.info.id} has no action {args.seq} ({plural(n, 'action')})",
                              file=args.file)
         a = session.actions[args.seq]
     if args.json:
@@ -377,7 +378,7 @@ def cmd_cat(args: argparse.Namespace, out: Out) -> int:
         return EXIT_OK
     for i, (name, vtype, data) in enumerate(parts):
         if part == "both":
-            out.line(out.style(f"--- {name} ({type_name(vtype)}, {len(data)} bytes)", "dim"))
+            out.line(out.style(f"--- {name} ({type_name(vtype)}, {plural(len(data), 'byte')})", "dim"))
         out.block(pretty(vtype, data))
         if i + 1 < len(parts):
             out.line()
@@ -404,7 +405,7 @@ def cmd_diff(args: argparse.Namespace, out: Out) -> int:
                                   for d in report.differences]})
         return EXIT_OK if report.same else EXIT_PROBLEMS
     for tag, s in (("a", report.a), ("b", report.b)):
-        out.line(f"{tag}: {s.id}  {s.name or '-'}  ({s.action_count} actions)")
+        out.line(f"{tag}: {s.id}  {s.name or '-'}  ({plural(s.action_count, 'action')})")
     room = max(20, width() - 30)
     for d in report.differences:
         if d.a is None or d.b is None:  # parts == ("missing",): one session is shorter
@@ -426,9 +427,10 @@ def cmd_diff(args: argparse.Namespace, out: Out) -> int:
     if report.checkpoints_differ:
         out.line(out.style("checkpoints differ", "yellow"))
     if report.same:
-        out.line(out.style(f"same: {report.compared} actions compared", "green"))
+        out.line(out.style(f"same: {plural(report.compared, 'action')} compared", "green"))
         return EXIT_OK
-    out.line(f"{report.differing} of {report.compared} actions differ")
+    out.line(f"{report.differing} of {plural(report.compared, 'action')} "
+             f"{'differs' if report.differing == 1 else 'differ'}")
     return EXIT_PROBLEMS
 
 

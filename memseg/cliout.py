@@ -161,7 +161,7 @@ def preview(value_type: int, data: bytes | None, width: int) -> str:
     if data is None or value_type == ValueType.NONE:
         return ""
     if value_type == ValueType.BYTES:
-        text = f"<{len(data)} bytes> {data[:16].hex(' ')}"
+        text = f"<{plural(len(data), 'byte')}> {data[:16].hex(' ')}"
     else:
         text = data.decode("utf-8", "replace")
     text = printable(" ".join(text.split()))
@@ -194,6 +194,12 @@ def pretty(value_type: int, data: bytes) -> str:
         text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
         lines.append(f"{at:08x}  {chunk.hex(' '):<47}  {text}")
     return "\n".join(lines)
+
+
+def plural(n: int, word: str, many: str = "") -> str:
+    """``n`` and ``word``, in the plural unless ``n`` is 1 ("1 session", "2 sessions"); ``many``
+    is the plural when adding "s" does not make it."""
+    return f"{n} {word if n == 1 else many or word + 's'}"
 
 
 def when(ns: int | None) -> str:

@@ -752,7 +752,7 @@ def test_archiving_a_session_named_twice_counts_it_once(capsys: pytest.CaptureFi
     shutil.copy(demo, store)
     store.chmod(0o644)
     code, out, _ = run(capsys, "archive", store, "fix-short-header", "fix-short-header")
-    assert code == 0 and "archived 1 of 1 session(s)" in out
+    assert code == 0 and "archived 1 of 1 session" in out
 
 
 def test_json_stays_valid_json_on_a_terminal_that_is_not_utf8(tmp_path: Path) -> None:

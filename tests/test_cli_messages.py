@@ -185,3 +185,29 @@ def test_cat_raw_writes_one_value_and_refuses_two(capsys: pytest.CaptureFixture[
     code, out, _ = run(capsys, "cat", path, "s", 0)
     assert code == 0 and "--- payload" in out and "--- result" in out
     assert "the payload, or the result with --part result" in _help(capsys, "cat")
+
+
+def test_counts_of_one_are_singular(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "one.mseg"
+    with memseg.open(path, "a") as store:
+        with store.start_session("one") as rec:
+            rec.record("k", {"i": 0}, result="ok")
+            rec.checkpoint({"c": 1})
+        with store.start_session("two") as rec:
+            rec.record("k", {"i": 0}, result="no")
+    code, out, _ = run(capsys, "diff", path, "one", "two")
+    assert code == 1 and "(1 action)" in out and out.endswith("\n1 of 1 action differs\n")
+    # The end of session one's first block is its checkpoint.
+    block = next(r for r in memseg.scan(path) if r.kind == "BLOCK")
+    raw = bytearray(path.read_bytes())
+    raw[block.offset + block.length - 3] ^= 0xFF
+    damaged = tmp_path / "damaged.mseg"
+    damaged.write_bytes(bytes(raw))
+    code, out, _ = run(capsys, "verify", damaged)
+    assert code == 1 and out.rstrip().endswith(", 2 sessions, 1 action)")
+    code, out, _ = run(capsys, "salvage", damaged, tmp_path / "out.mseg")
+    assert "1 damaged block; 1 checkpoint lost" in out
+    code, out, _ = run(capsys, "archive", path, "one")
+    assert (code, out) == (0, "archived 1 of 1 session\n")
+    code, out, _ = run(capsys, "sweep", path, "--days", 0, "--dry-run")
+    assert out.startswith("would archive 1 session, ")

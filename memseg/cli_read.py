@@ -236,6 +236,8 @@ Damage = list[tuple[int, int, MemsegError]]
 
 def cmd_show(args: argparse.Namespace, out: Out) -> int:
     """memseg show: a session's metadata, checkpoints and actions."""
+    if args.seq_to is not None and args.seq_from > args.seq_to:
+        raise UsageError(f"--from {args.seq_from} is after --to {args.seq_to}")
     damage: Damage = []
     with open_reader(args.file) as store:
         session = store.session(resolve_session(store, args.session, args.file))
@@ -279,9 +281,26 @@ def cmd_show(args: argparse.Namespace, out: Out) -> int:
                 for c in checkpoints], right=(0, 1))
         out.line()
         shown = list(picked)
-        _print_actions(out, shown, s.created_ns, args.payload)
+        if shown:
+            _print_actions(out, shown, s.created_ns, args.payload)
+        elif not any(hi > lo for lo, hi, _ in damage):  # else the damage report says why
+            out.line(_none_shown(len(actions), start, args.seq_to, kinds))
     _report_damage(out, damage, to_stderr=None)
     return EXIT_PROBLEMS if damage else EXIT_OK
+
+
+def _none_shown(count: int, start: int, seq_to: int | None, kinds: set[str] | None) -> str:
+    """Why `show` lists no action: what was asked for, and which seqs the session has."""
+    if count == 0:
+        return "no actions"
+    text = "no action"
+    if kinds:
+        text += f" of kind {', '.join(sorted(kinds))}"
+    if seq_to is not None:
+        text += f" in seqs {start}..{seq_to}"
+    elif start > 0:
+        text += f" from seq {start} on"
+    return f"{text} (the session has {plural(count, 'action')}: seqs 0..{count - 1})"
 
 
 def _window(actions: Actions, start: int, stop: int, damage: Damage) -> Iterator[Action]:

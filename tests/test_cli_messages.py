@@ -211,3 +211,17 @@ def test_counts_of_one_are_singular(capsys: pytest.CaptureFixture[str], tmp_path
     assert (code, out) == (0, "archived 1 of 1 session\n")
     code, out, _ = run(capsys, "sweep", path, "--days", 0, "--dry-run")
     assert out.startswith("would archive 1 session, ")
+
+
+def test_show_says_when_a_range_holds_no_action(capsys: pytest.CaptureFixture[str],
+                                                timed: Path) -> None:
+    code, out, _ = run(capsys, "show", timed, "timed", "--from", 20)
+    assert code == 0 and out.splitlines()[-1] == (
+        "no action from seq 20 on (the session has 6 actions: seqs 0..5)")
+    code, out, _ = run(capsys, "show", timed, "timed", "--kind", "none", "--from", 1, "--to", 3)
+    assert code == 0 and out.splitlines()[-1].startswith("no action of kind none in seqs 1..3 (")
+    assert "SEQ" not in out
+    code, out, err = run(capsys, "show", timed, "timed", "--from", 5, "--to", 2)
+    assert (code, out, err) == (2, "", "memseg: --from 5 is after --to 2\n")
+    code, _, err = run(capsys, "show", timed, "timed", "--from", 5, "--to", 2, "--json")
+    assert code == 2 and json.loads(err)["category"] == "usage"

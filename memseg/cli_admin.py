@@ -13,6 +13,9 @@ import os
 import memseg
 from memseg.cli_common import (
     EXIT_OK,
+    FILE_HELP,
+    JSON_HELP,
+    SESSION_HELP,
     Subparsers,
     UsageError,
     about,
@@ -36,55 +39,57 @@ def register_demo(sub: Subparsers) -> None:
     """Add ``demo`` (listed first: it is the first command a newcomer runs)."""
     p = sub.add_parser("demo", help="record a few example agent sessions into FILE (a new file) "
                        "and show them")
-    p.add_argument("file")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("file", help="the new file to record into (must not exist)")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(run=cmd_demo)
 
 
 def register(sub: Subparsers) -> None:
     """Add the maintenance subcommands."""
     p = sub.add_parser("compact", help="rewrite the file without archived sessions and dead bytes")
-    p.add_argument("file")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("file", help=FILE_HELP)
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(run=cmd_compact)
 
     for name, undo in (("archive", False), ("unarchive", True)):
         p = sub.add_parser(name, help="mark ended sessions archived (dropped by the next compact)"
                            if not undo else "bring archived sessions back to ended")
-        p.add_argument("file")
-        p.add_argument("sessions", nargs="+", metavar="SESSION")
-        p.add_argument("--json", action="store_true")
+        p.add_argument("file", help=FILE_HELP)
+        p.add_argument("sessions", nargs="+", metavar="SESSION", help=SESSION_HELP)
+        p.add_argument("--json", action="store_true", help=JSON_HELP)
         p.set_defaults(run=cmd_archive, undo=undo)
 
     p = sub.add_parser("end", help="end active sessions whose writer is gone (finished or died)")
-    p.add_argument("file")
-    p.add_argument("sessions", nargs="+", metavar="SESSION")
+    p.add_argument("file", help=FILE_HELP)
+    p.add_argument("sessions", nargs="+", metavar="SESSION", help=SESSION_HELP)
     p.add_argument("--status", help="the status to record (default: none)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(run=cmd_end)
 
     p = sub.add_parser("sweep", help="archive ended sessions inactive for some days")
-    p.add_argument("file")
+    p.add_argument("file", help=FILE_HELP)
     p.add_argument("--days", type=float, required=True, help="inactive for at least this many days")
     p.add_argument("--archive-to", metavar="PATH", help="copy them into this memseg file first")
     p.add_argument("--max-archive-bytes", type=int, metavar="N",
                    help="keep the archive file under this size (oldest dropped first)")
     p.add_argument("--dry-run", action="store_true", help="say what would happen; change nothing")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(run=cmd_sweep)
 
     p = sub.add_parser("export", help="copy sessions into another memseg file")
-    p.add_argument("file")
-    p.add_argument("dest")
-    p.add_argument("sessions", nargs="*", metavar="SESSION", help="default: every session")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("file", help=FILE_HELP)
+    p.add_argument("dest", help="the memseg file to copy into (created if missing)")
+    p.add_argument("sessions", nargs="*", metavar="SESSION",
+                   help=f"{SESSION_HELP}; default: every session")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(run=cmd_export)
 
     p = sub.add_parser("import", help="copy sessions of another memseg file into FILE")
-    p.add_argument("file")
-    p.add_argument("src")
-    p.add_argument("sessions", nargs="*", metavar="SESSION", help="default: every session")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("file", help=FILE_HELP)
+    p.add_argument("src", help="the memseg file to copy from")
+    p.add_argument("sessions", nargs="*", metavar="SESSION",
+                   help=f"{SESSION_HELP}; default: every session")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(run=cmd_import)
 
 

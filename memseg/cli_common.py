@@ -37,6 +37,11 @@ Command = Callable[[argparse.Namespace, Out], int]
 Subparsers: TypeAlias = "argparse._SubParsersAction[Any]"
 Reader = Store | Rescued
 
+# Help for the arguments most commands share.
+FILE_HELP = "the memseg file"
+SESSION_HELP = "id, unique id prefix (at least 4 hex digits), or unique name"
+JSON_HELP = "machine-readable output: JSON on stdout, messages as JSON lines on stderr"
+
 
 _HEX = re.compile("[0-9a-f]+")
 

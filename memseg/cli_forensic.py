@@ -7,7 +7,14 @@ import dataclasses
 import errno
 import os
 
-from memseg.cli_common import EXIT_OK, EXIT_PROBLEMS, Subparsers, UsageError
+from memseg.cli_common import (
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    FILE_HELP,
+    JSON_HELP,
+    Subparsers,
+    UsageError,
+)
 from memseg.cliout import Out, plural, short_id, size
 from memseg.forensics import VerifyReport, is_torn_tail, verify
 from memseg.salvage import SalvageReport, salvage
@@ -17,20 +24,20 @@ from memseg.scan import OK, scan
 def register(sub: Subparsers) -> None:
     """Add verify, scan and salvage."""
     p = sub.add_parser("verify", help="check every CRC and structural rule (exit 1 on a problem)")
-    p.add_argument("file")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("file", help=FILE_HELP)
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(run=cmd_verify)
 
     p = sub.add_parser("scan", help="the record map from the first byte to the last")
-    p.add_argument("file")
+    p.add_argument("file", help=FILE_HELP)
     p.add_argument("--damaged", action="store_true", help="only records that are not intact")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(run=cmd_scan)
 
     p = sub.add_parser("salvage", help="recover everything intact into a new file")
-    p.add_argument("src")
+    p.add_argument("src", help="the damaged memseg file (only read)")
     p.add_argument("dst", help="the new file (must not exist)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(run=cmd_salvage)
 
 

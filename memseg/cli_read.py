@@ -14,6 +14,9 @@ import numpy as np
 from memseg.cli_common import (
     EXIT_OK,
     EXIT_PROBLEMS,
+    FILE_HELP,
+    JSON_HELP,
+    SESSION_HELP,
     Subparsers,
     UsageError,
     category,
@@ -48,66 +51,67 @@ _STATES = ("active", "ended", "archived")
 def register(sub: Subparsers) -> None:
     """Add the read-only subcommands."""
     p = sub.add_parser("info", help="what a file holds: header, commits, sessions, bytes")
-    p.add_argument("file")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("file", help=FILE_HELP)
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(run=cmd_info)
 
     p = sub.add_parser("ls", help="list sessions")
-    p.add_argument("file")
+    p.add_argument("file", help=FILE_HELP)
     p.add_argument("--state", action="append", choices=_STATES, help="only sessions in this state")
     p.add_argument("--name", help="only sessions whose name contains this (a regex with --regex)")
     p.add_argument("--regex", action="store_true", help="--name is a regular expression")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(run=cmd_ls)
 
     p = sub.add_parser("show", help="a session's metadata, checkpoints and actions",
                        description="A session's metadata, checkpoints and actions. The AT column "
                        "is each action's time since the session was created, the same whichever actions "
                        "--from, --to and --kind pick.")
-    p.add_argument("file")
-    p.add_argument("session", help="id, unique id prefix, or unique name")
+    p.add_argument("file", help=FILE_HELP)
+    p.add_argument("session", help=SESSION_HELP)
     p.add_argument("--kind", action="append", help="only actions of this kind (repeatable)")
-    p.add_argument("--from", dest="seq_from", type=int, default=0, metavar="SEQ")
+    p.add_argument("--from", dest="seq_from", type=int, default=0, metavar="SEQ",
+                   help="first seq to show (default 0)")
     p.add_argument("--to", dest="seq_to", type=int, default=None, metavar="SEQ",
                    help="last seq to show (inclusive)")
     p.add_argument("--payload", action="store_true", help="print whole payloads and results")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--json", action="store_true")
+    g.add_argument("--json", action="store_true", help=JSON_HELP)
     g.add_argument("--jsonl", action="store_true", help="one JSON object per action")
     p.set_defaults(run=cmd_show)
 
     p = sub.add_parser("cat", help="one action's payload (and result)")
-    p.add_argument("file")
-    p.add_argument("session")
-    p.add_argument("seq", type=int)
+    p.add_argument("file", help=FILE_HELP)
+    p.add_argument("session", help=SESSION_HELP)
+    p.add_argument("seq", type=int, help="the action's seq, counted from 0 (as show lists them)")
     p.add_argument("--part", choices=("both", "payload", "result"), default=None,
                    help="what to print: both (the default), payload or result; with --raw, "
                    "payload or result only (default payload)")
     p.add_argument("--raw", action="store_true",
                    help="write one value's stored bytes, unformatted: the payload, or the result "
                    "with --part result")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(run=cmd_cat)
 
     p = sub.add_parser("diff", help="compare two sessions action by action (exit 1 if they differ)")
-    p.add_argument("file")
-    p.add_argument("a")
-    p.add_argument("b")
+    p.add_argument("file", help=FILE_HELP)
+    p.add_argument("a", help=f"the first session: {SESSION_HELP}")
+    p.add_argument("b", help="the session to compare with it, named the same ways")
     p.add_argument("--timestamps", action="store_true", help="timestamps must match too")
     p.add_argument("--limit", type=int, default=20, help="differences to print (default 20)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(run=cmd_diff)
 
     p = sub.add_parser("replay", help="stream a session's actions in order",
                        description="Stream a session's actions in order, each with its time since "
                        "the session was created.")
-    p.add_argument("file")
-    p.add_argument("session")
+    p.add_argument("file", help=FILE_HELP)
+    p.add_argument("session", help=SESSION_HELP)
     p.add_argument("--speed", type=float, default=0.0,
                    help="pace by the recorded timestamps at this speed (1 = real time; 0 = no pacing)")
     p.add_argument("--max-wait", type=float, default=5.0, metavar="SECONDS",
                    help="longest pause between two actions when pacing (default 5)")
-    p.add_argument("--jsonl", action="store_true")
+    p.add_argument("--jsonl", action="store_true", help="one JSON object per action")
     p.set_defaults(run=cmd_replay)
 
     p = sub.add_parser(
@@ -115,15 +119,15 @@ def register(sub: Subparsers) -> None:
         description="Actions whose payload (or, with --results, result) matches PATTERN.",
         epilog="exit status: 0 matches found; 1 no match, or a damaged block could not be "
                "searched (it is named on stderr); 2 usage error or unreadable input.")
-    p.add_argument("file")
-    p.add_argument("pattern")
+    p.add_argument("file", help=FILE_HELP)
+    p.add_argument("pattern", help="the text to look for, as bytes (a regular expression with -E)")
     p.add_argument("-E", "--regex", action="store_true", help="PATTERN is a regular expression")
-    p.add_argument("-i", "--ignore-case", action="store_true")
+    p.add_argument("-i", "--ignore-case", action="store_true", help="fold ASCII letters' case")
     p.add_argument("--kind", action="append", help="only actions of this kind (repeatable)")
     p.add_argument("--session", action="append", help="only this session (repeatable)")
     p.add_argument("--results", action="store_true", help="search results too")
     p.add_argument("--limit", type=int, default=None, help="stop after this many matches")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(run=cmd_search)
 
 

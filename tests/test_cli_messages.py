@@ -5,6 +5,7 @@ Each test holds an input that a new user's walk through the README found confusi
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import re
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 import memseg
-from memseg.cli import main
+from memseg.cli import build_parser, main
 
 _S = 1_000_000_000
 
@@ -225,3 +226,13 @@ def test_show_says_when_a_range_holds_no_action(capsys: pytest.CaptureFixture[st
     assert (code, out, err) == (2, "", "memseg: --from 5 is after --to 2\n")
     code, _, err = run(capsys, "show", timed, "timed", "--from", 5, "--to", 2, "--json")
     assert code == 2 and json.loads(err)["category"] == "usage"
+
+
+def test_every_argument_of_every_command_has_help() -> None:
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [(name, action.dest) for name, sub in commands.choices.items()
+               for action in sub._actions if not action.help]
+    assert missing == []
+    cat = commands.choices["cat"].format_help()
+    assert "counted from 0" in " ".join(cat.split())

@@ -236,3 +236,15 @@ def test_every_argument_of_every_command_has_help() -> None:
     assert missing == []
     cat = commands.choices["cat"].format_help()
     assert "counted from 0" in " ".join(cat.split())
+
+
+def test_the_readme_names_every_peer_the_benchmarks_measure() -> None:
+    root = Path(__file__).parents[1]
+    head = next(line for line in (root / "BENCHMARKS.md").read_text().splitlines()
+                if line.startswith("| operation | memseg |"))
+    peers = [cell.strip() for cell in head.strip("|").split("|")[2:]]
+    spelled = {"sqlite": "SQLite", "lmdb": "LMDB", "mcap": "MCAP", "jsonl-dir": "JSONL directories",
+               "jsonl-gz": "gzip JSONL"}
+    documents = next(line for line in (root / "README.md").read_text().splitlines()
+                     if line.startswith("- [BENCHMARKS.md]"))
+    assert peers and [p for p in peers if spelled[p] not in documents] == []

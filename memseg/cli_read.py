@@ -65,7 +65,7 @@ def register(sub: Subparsers) -> None:
 
     p = sub.add_parser("show", help="a session's metadata, checkpoints and actions",
                        description="A session's metadata, checkpoints and actions. The AT column "
-                       "is each action's time since the session was created, the same whichever actions "
+                       "is each action's time since the session's first action, the same whichever actions "
                        "--from, --to and --kind pick.")
     p.add_argument("file", help=FILE_HELP)
     p.add_argument("session", help=SESSION_HELP)
@@ -104,7 +104,7 @@ def register(sub: Subparsers) -> None:
 
     p = sub.add_parser("replay", help="stream a session's actions in order",
                        description="Stream a session's actions in order, each with its time since "
-                       "the session was created.")
+                       "the session's first action.")
     p.add_argument("file", help=FILE_HELP)
     p.add_argument("session", help=SESSION_HELP)
     p.add_argument("--speed", type=float, default=0.0,
@@ -286,7 +286,7 @@ def cmd_show(args: argparse.Namespace, out: Out) -> int:
         out.line()
         shown = list(picked)
         if shown:
-            _print_actions(out, shown, s.created_ns, args.payload)
+            _print_actions(out, shown, _first_action_ns(session.actions, s), args.payload)
         elif not any(hi > lo for lo, hi, _ in damage):  # else the damage report says why
             out.line(_none_shown(len(actions), start, args.seq_to, kinds))
     _report_damage(out, damage, to_stderr=None)
@@ -339,6 +339,16 @@ def _warn(out: Out, path: str, text: str, exc: MemsegError) -> None:
     """Damage a command read past, on stderr: named, labelled, and as JSON with --json."""
     label, _ = category(exc)
     out.error(f"{path}: {label}: {text}", error_record(exc, path) | {"message": text})
+
+
+def _first_action_ns(actions: Actions, info: SessionInfo) -> int:
+    """When the session's first action happened: what its times count from. (The time a
+    session was created is the store's clock; actions carry the recorder's, which may be
+    given.) If that action cannot be read, the creation time stands in."""
+    try:
+        return actions[0].ts_ns if len(actions) else info.created_ns
+    except MemsegError:
+        return info.created_ns
 
 
 def _since(ts_ns: int, t0: int) -> str:
@@ -470,7 +480,7 @@ def cmd_replay(args: argparse.Namespace, out: Out) -> int:
         session = store.session(resolve_session(store, args.session, args.file))
         actions = session.actions
         damage: Damage = []
-        t0 = session.info.created_ns
+        t0 = _first_action_ns(actions, session.info)
         prev: int | None = None
         room = max(20, width() - 40)
         for a in _window(actions, 0, len(actions), damage):

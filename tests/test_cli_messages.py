@@ -43,9 +43,7 @@ def _at(out: str) -> dict[int, str]:
 @pytest.fixture
 def timed(tmp_path: Path) -> Path:
     """Session "timed": actions 100.5 s, 101.5 s, ... after its creation, kinds alternating
-    "even"/"odd"; session "early": one action stamped 3.5 s before it was created. (Half
-    seconds, so the milliseconds between reading the clock and creating the session never
-    change how a time rounds.)"""
+    "even"/"odd"; session "early": one action stamped 3.5 s before it was created."""
     path = tmp_path / "timed.mseg"
     with memseg.open(path, "a") as store:
         before = time.time_ns()
@@ -57,9 +55,9 @@ def timed(tmp_path: Path) -> Path:
     return path
 
 
-def test_show_times_count_from_the_session_start_whatever_the_filter(
+def test_show_times_count_from_the_first_action_whatever_the_filter(
         capsys: pytest.CaptureFixture[str], timed: Path) -> None:
-    want = {i: f"+{100.5 + i:.1f}s" for i in range(6)}
+    want = {0: "+0ms"} | {i: f"+{i:.1f}s" for i in range(1, 6)}
     code, out, _ = run(capsys, "show", timed, "timed")
     assert code == 0 and _at(out) == want
     for argv in (["--from", 2, "--to", 4], ["--kind", "odd"], ["--kind", "odd", "--from", 3]):
@@ -67,12 +65,13 @@ def test_show_times_count_from_the_session_start_whatever_the_filter(
         shown = _at(out)
         assert code == 0 and shown and shown == {i: want[i] for i in shown}, argv
     code, out, _ = run(capsys, "show", timed, "timed", "--from", 3, "--payload")
-    assert "#3  +103.5s  odd" in out
+    assert "#3  +3.0s  odd" in out
     code, out, _ = run(capsys, "replay", timed, "timed")
-    assert code == 0 and out.split()[:2] == ["+100.5s", "#0"]
+    assert code == 0 and out.split()[:2] == ["+0ms", "#0"]
+    # A caller's timestamp before the session was created changes nothing.
     code, out, _ = run(capsys, "show", timed, "early")
-    assert code == 0 and _at(out) == {0: "-3.5s"}
-    assert "since the session was created" in _help(capsys, "show")
+    assert code == 0 and _at(out) == {0: "+0ms"}
+    assert "since the session's first action" in _help(capsys, "show")
 
 
 def _readme_error_keys() -> list[str]:

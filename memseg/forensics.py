@@ -19,7 +19,13 @@ import numpy as np
 
 from memseg.blocks import BlockView
 from memseg.codec import crc32c
-from memseg.container import Commit, Located, check_region, parse_trailer
+from memseg.container import (
+    Commit,
+    Located,
+    check_region,
+    check_trailer_follows_its_toc,
+    parse_trailer,
+)
 from memseg.errors import CorruptError, MemsegError, NotMemsegError, VersionError
 from memseg.format import (
     FILE_HEADER,
@@ -314,7 +320,10 @@ class _Checker:
             if rec.kind_code == Kind.TRAILER:
                 if self.commits.get(at) is None:  # run the checks again for their error
                     commit = parse_trailer(bytes(buf[at : rec.end]), at, tag)
-                    check_region(lambda o, n: bytes(buf[o : o + n]), commit)
+                    read = lambda o, n: bytes(buf[o : o + n])  # noqa: E731
+                    # An intact trailer no writer wrote where it stands (trailer_place).
+                    check_trailer_follows_its_toc(read, commit, tag)
+                    check_region(read, commit)
                 return
             payload = read_payload(buf, head)
             if rec.kind_code == Kind.SESSION:

@@ -82,3 +82,28 @@ def test_a_block_chain_ending_before_the_snapshot_count_is_a_bad_reference(
     with memseg.open(path) as reader, pytest.raises(CorruptError) as caught:
         reader.session("s").actions.refs  # noqa: B018  (reading the refs walks the chain)
     assert caught.value.reason == "bad_reference"
+
+
+def test_verify_reports_a_trailer_no_writer_wrote_between_commits(tmp_path: Path) -> None:
+    path = tmp_path / "s.mseg"
+    with memseg.open(path, "a") as store:
+        rec = store.start_session("one")
+        rec.record("k", b"x")
+        rec.end()
+        data = path.read_bytes()
+        fields = list(TRAILER.unpack(data[-TRAILER.size:]))
+        fields[0] = FILE_HEADER.size  # names the SESSION record, intact
+        fields[1] += 1
+        fields[2] = len(data) - TRAILER_RECORD_SIZE
+        fields[5] = 0
+        with store._mutex:  # a stray trailer between two real commits
+            store._append(frame(_tag(data), Kind.TRAILER, Codec.NONE, TRAILER.pack(*fields),
+                                TRAILER.size))
+        rec = store.start_session("two")
+        rec.record("k", b"y")
+        rec.end()
+    report = memseg.verify(path)
+    assert not report.ok
+    assert [p.reason for p in report.problems] == ["trailer_place"]
+    with memseg.open(path) as reader:  # and readers show both sessions
+        assert sorted(i.name or "" for i in reader.sessions()) == ["one", "two"]

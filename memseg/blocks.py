@@ -150,8 +150,11 @@ class BlockView:
             self._blob_bytes = raw
         return self._blob_bytes
 
-    def actions(self, lo: int, hi: int, kinds: Sequence[str]) -> list[Action]:
-        """Actions ``lo``..``hi`` of the block (block-relative), built in one pass."""
+    def actions(self, lo: int, hi: int,
+                kinds: Sequence[str] | npt.NDArray[np.object_]) -> list[Action]:
+        """Actions ``lo``..``hi`` of the block (block-relative), built in one pass. ``kinds``
+        names the kind codes; as an object array (made once per session) its names are
+        taken in one numpy call."""
         if lo >= hi:
             return []
         blob = self.blob()
@@ -176,7 +179,9 @@ class BlockView:
             for i, s, e in zip(with_result.tolist(), rstarts[with_result].tolist(),
                                rends[with_result].tolist(), strict=True):
                 results[i] = blob[s:e]
-        names = np.asarray(kinds, dtype=object)[self.kinds[lo:hi]].tolist()
+        codes = self.kinds[lo:hi]
+        names = (kinds[codes].tolist() if isinstance(kinds, np.ndarray)
+                 else [kinds[c] for c in codes.tolist()])
         seqs = range(self.first_seq + lo, self.first_seq + hi)
         return list(map(Action, seqs, self.ts[lo:hi].tolist(), names, payloads, results,
                         ptypes, rtypes))

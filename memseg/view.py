@@ -264,6 +264,7 @@ class Actions:
         self._entry = entry
         self._snap = snap
         self.kinds: tuple[str, ...] = snap.kinds
+        self._kind_array: npt.NDArray[np.object_] | None = None
         self._kind_counts = snap.kind_counts
         self._refs: BlockRefs | None = None
         self._starts_array: npt.NDArray[np.int64] | None = None
@@ -330,8 +331,15 @@ class Actions:
             block = self.block(b)
             base = int(self._starts[b])
             lo, hi = max(start, base) - base, min(stop, base + block.count) - base
-            out += block.actions(lo, hi, self.kinds)
+            out += block.actions(lo, hi, self._names)
         return out
+
+    @property
+    def _names(self) -> npt.NDArray[np.object_]:
+        """The kind names as an object array, made once: reading actions takes from it."""
+        if self._kind_array is None:
+            self._kind_array = np.asarray(self.kinds, dtype=object)
+        return self._kind_array
 
     @overload
     def __getitem__(self, key: int) -> Action: ...
@@ -354,7 +362,7 @@ class Actions:
     def __iter__(self) -> Iterator[Action]:
         for b in range(len(self.refs)):
             block = self.block(b)
-            yield from block.actions(0, block.count, self.kinds)
+            yield from block.actions(0, block.count, self._names)
 
     def _column(self, name: str) -> npt.NDArray[np.generic]:
         parts = [getattr(self.block(b), name) for b in range(len(self.refs))]

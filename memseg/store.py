@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
 import time
@@ -102,6 +103,9 @@ def _still_mapped(buffers: list[Buffer]) -> list[Buffer]:
     return kept
 
 
+# Errors about the folder a new file goes in, whatever the file's name.
+_FOLDER_ERRORS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EROFS})
+
 def read_view(fs: FileSystem, path: str,
               decoded: DecodedTocs | None = None) -> tuple[View, Located, Buffer]:
     """Map ``path`` read-only and locate its newest intact commit (reusing what
@@ -179,9 +183,10 @@ class Store:
         try:
             fh = self._fs.open(tmp, write=True, create=True)
         except OSError as exc:
-            # Named after the path the caller gave: the temporary name is ours, and a
-            # missing or unwritable folder is the same for both.
-            if exc.errno is None:
+            # A missing or unwritable folder is the same for the temporary name and the
+            # path the caller gave: name theirs. Other errors (a name too long once the
+            # suffix is added, say) keep the name that failed.
+            if exc.errno not in _FOLDER_ERRORS:
                 raise
             raise type(exc)(exc.errno, exc.strerror, self.path) from None
         try:

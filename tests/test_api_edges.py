@@ -7,6 +7,7 @@ arguments, a sweep that leaves its archive file alone, and a NaN lock timeout.
 from __future__ import annotations
 
 import enum
+import errno
 import os
 import re
 from pathlib import Path
@@ -149,3 +150,13 @@ def test_creating_in_a_missing_folder_names_the_path_given(tmp_path: Path) -> No
         memseg.open(path, "a")
     assert caught.value.filename == str(path)  # not the temporary name memseg creates through
     assert not path.parent.exists()
+
+
+def test_an_error_that_is_not_about_the_folder_keeps_the_name_that_failed(tmp_path: Path) -> None:
+    # A legal name, too long once the temporary suffix is added: the error must name
+    # what was too long, not blame the path the caller gave.
+    path = tmp_path / ("x" * 245)
+    with pytest.raises(OSError) as caught:
+        memseg.open(path, "a")
+    assert caught.value.errno == errno.ENAMETOOLONG
+    assert caught.value.filename != str(path) and str(caught.value.filename).endswith(".create-tmp")

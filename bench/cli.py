@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path,
                    help="report path (default: BENCHMARKS.md for a full-size run; a quick or "
                         "resized run writes to a temporary folder, so it never replaces the "
-                        "published report unless told to)"),
+                        "published report unless told to)")
     p.add_argument("--charts", type=Path, help="chart folder (default: bench/charts beside --out)")
     p.add_argument("--json", type=Path, help="also write the raw results as JSON here")
     p.add_argument("--render-json", type=Path, metavar="JSON",

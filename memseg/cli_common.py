@@ -219,7 +219,12 @@ def _hints(store: Reader, key: str, prefix: str, path: str) -> list[str]:
     if _HEX.fullmatch(prefix) and len(prefix) < 4:
         hints.append("an id prefix needs at least 4 hex digits")
     hints.append(f"`memseg ls {shlex.quote(path)}` lists the sessions")
-    names = dict.fromkeys(i.name for i in store.sessions() if i.name)
+    try:
+        names = dict.fromkeys(i.name for i in store.sessions() if i.name)
+    except MemsegError:
+        # Another session's damage (its metadata, say) is not this command's business:
+        # the key still names no session, with fewer hints.
+        names = {}
     close = difflib.get_close_matches(key, list(names), n=3)
     if close:
         hints.append(f"did you mean {' or '.join(map(repr, close))}?")

@@ -70,9 +70,9 @@ def register(sub: Subparsers) -> None:
     p.add_argument("file", help=FILE_HELP)
     p.add_argument("session", help=SESSION_HELP)
     p.add_argument("--kind", action="append", help="only actions of this kind (repeatable)")
-    p.add_argument("--from", dest="seq_from", type=int, default=0, metavar="SEQ",
+    p.add_argument("--from", dest="seq_from", type=_seq, default=0, metavar="SEQ",
                    help="first seq to show (default 0)")
-    p.add_argument("--to", dest="seq_to", type=int, default=None, metavar="SEQ",
+    p.add_argument("--to", dest="seq_to", type=_seq, default=None, metavar="SEQ",
                    help="last seq to show (inclusive)")
     p.add_argument("--payload", action="store_true", help="print whole payloads and results")
     g = p.add_mutually_exclusive_group()
@@ -238,6 +238,17 @@ def _checkpoint_json(c: Checkpoint) -> dict[str, Any]:
 Damage = list[tuple[int, int, MemsegError]]
 
 
+def _seq(text: str) -> int:
+    """An action's seq number as an option's value: an integer, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a seq number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a seq number is 0 or more, not {value}")
+    return value
+
+
 def cmd_show(args: argparse.Namespace, out: Out) -> int:
     """memseg show: a session's metadata, checkpoints and actions."""
     if args.seq_to is not None and args.seq_from > args.seq_to:
@@ -248,7 +259,7 @@ def cmd_show(args: argparse.Namespace, out: Out) -> int:
         s = session.info
         actions = session.actions
         stop = len(actions) if args.seq_to is None else min(len(actions), args.seq_to + 1)
-        start = max(0, args.seq_from)
+        start = args.seq_from
         kinds = set(args.kind) if args.kind else None
         picked = (a for a in _window(actions, start, stop, damage) if kinds is None or a.kind in kinds)
         try:
@@ -353,13 +364,13 @@ def _first_action_ns(actions: Actions, info: SessionInfo) -> int:
 
 def _since(ts_ns: int, t0: int) -> str:
     """A time as an offset from ``t0``, signed: "+2.5s" (a timestamp the recorder was given
-    may lie before the session was created, "-1.0s")."""
+    may lie before the session's first action's, "-1.0s")."""
     return ("-" if ts_ns < t0 else "+") + duration(abs(ts_ns - t0))
 
 
 def _print_actions(out: Out, actions: list[Action], t0: int, full: bool) -> None:
     """Actions as a table, or whole with ``full``; their times count from ``t0`` (the session's
-    creation, so that a filter never changes the time shown for an action)."""
+    first action, so that a filter never changes the time shown for an action)."""
     rows = []
     room = max(20, width() - 60)
     for a in actions:
@@ -391,6 +402,10 @@ def cmd_cat(args: argparse.Namespace, out: Out) -> int:
             raise UsageError(f"session {session.info.id} has no action {args.seq} ({plural(n, 'action')})",
                              file=args.file)
         a = session.actions[args.seq]
+    if part == "result" and a.result is None and not args.json:
+        # Said, not written as nothing: an empty result and no result must differ.
+        raise UsageError(f"action {args.seq} of session {session.info.id} has no result",
+                         file=args.file)
     if args.json:
         out.json(action_json(a))
         return EXIT_OK

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -43,7 +44,7 @@ def _at(out: str) -> dict[int, str]:
 @pytest.fixture
 def timed(tmp_path: Path) -> Path:
     """Session "timed": actions 100.5 s, 101.5 s, ... after its creation, kinds alternating
-    "even"/"odd"; session "early": one action stamped 3.5 s before it was created."""
+    "even"/"odd"; session "early": two actions stamped 3.5 s and 1 s before it was created."""
     path = tmp_path / "timed.mseg"
     with memseg.open(path, "a") as store:
         before = time.time_ns()
@@ -52,6 +53,7 @@ def timed(tmp_path: Path) -> Path:
                 rec.record("odd" if i % 2 else "even", {"i": i}, ts_ns=before + 100 * _S + _S // 2 + i * _S)
         with store.start_session("early") as rec:
             rec.record("note", "stamped by the caller", ts_ns=before - 3 * _S - _S // 2)
+            rec.record("note", "and another", ts_ns=before - _S)
     return path
 
 
@@ -70,7 +72,7 @@ def test_show_times_count_from_the_first_action_whatever_the_filter(
     assert code == 0 and out.split()[:2] == ["+0ms", "#0"]
     # A caller's timestamp before the session was created changes nothing.
     code, out, _ = run(capsys, "show", timed, "early")
-    assert code == 0 and _at(out) == {0: "+0ms"}
+    assert code == 0 and _at(out) == {0: "+0ms", 1: "+2.5s"}
     assert "since the session's first action" in _help(capsys, "show")
 
 
@@ -247,3 +249,54 @@ def test_the_readme_names_every_peer_the_benchmarks_measure() -> None:
     documents = next(line for line in (root / "README.md").read_text().splitlines()
                      if line.startswith("- [BENCHMARKS.md]"))
     assert peers and [p for p in peers if spelled[p] not in documents] == []
+
+
+def test_a_misspelt_name_is_a_usage_error_even_beside_damaged_metadata(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "m.mseg"
+    with memseg.open(path, "a") as store:
+        with monkeypatch.context() as patch:  # metadata that is JSON but not an object
+            patch.setattr("memseg.store.json_bytes", lambda obj: b"[1]")
+            store.start_session("damaged-meta").end()
+        with store.start_session("good") as rec:
+            rec.record("k", 1)
+    code, _, err = run(capsys, "show", path, "goood")
+    # The hints cannot read every session's metadata; the answer is still "no such session".
+    assert code == 2 and "no session 'goood'" in err
+    code, out, _ = run(capsys, "show", path, "good")
+    assert code == 0 and "good" in out
+
+
+def test_show_refuses_a_negative_seq(capsys: pytest.CaptureFixture[str], timed: Path) -> None:
+    for argv in (["--from", "-3", "--to", "-1"], ["--to", "-1"], ["--from", "x"]):
+        code, _, err = run(capsys, "show", timed, "timed", *argv)
+        assert code == 2 and ("0 or more" in err or "not a seq number" in err), (argv, err)
+
+
+def test_cat_of_a_missing_result_says_so(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "r.mseg"
+    with memseg.open(path, "a") as store, store.start_session("s") as rec:
+        rec.record("k", b"p")  # no result
+        rec.record("k", b"p", result=b"")  # an empty one
+    for raw in (["--raw"], []):
+        code, out, err = run(capsys, "cat", path, "s", 0, "--part", "result", *raw)
+        assert code == 2 and out == "" and "has no result" in err, raw
+        code, out, err = run(capsys, "cat", path, "s", 1, "--part", "result", *raw)
+        assert code == 0 and err == "", raw
+
+
+def test_show_times_count_from_creation_when_the_first_action_is_unreadable(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "d.mseg"
+    first = os.urandom(300)  # incompressible: stored as is, so it can be found and damaged
+    with memseg.open(path, "a") as store, store.start_session("d") as rec:
+        created = store.session("d").info.created_ns
+        rec.record("k", first, ts_ns=created + _S)
+        rec.flush()
+        rec.record("k", b"later", ts_ns=created + 7 * _S + _S // 2)
+    data = bytearray(path.read_bytes())
+    data[data.index(first) + 10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    code, out, _ = run(capsys, "show", path, "d")
+    assert code == 1 and "blob_crc" in out  # the damaged block is reported...
+    assert _at(out) == {1: "+7.5s"}  # ...and the rest still shows, timed from the creation

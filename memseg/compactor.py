@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -148,7 +149,8 @@ def _rewrite(store: Store, progress: Progress | None, started: float) -> Compact
     tmp = store.path + COMPACT_SUFFIX
     try:
         assert store._fh is not None
-        new = _write(store._fs, store._fh, tmp, view, plans, progress)
+        new = _write(store._fs, store._fh, tmp, view, plans, progress,
+                     drop_source_cache=store.sync == "commit")
     except OSError as exc:
         raise WriteFailedError("compact_failed", f"{exc.strerror or exc}; the file is "
                                "unchanged and the store still writes to it") from exc
@@ -214,9 +216,10 @@ def _cover_behind(store: Store) -> None:
 
 
 def _write(fs: FileSystem, src: FileHandle, tmp: str, view: View, plans: Sequence[SessionPlan],
-           progress: Progress | None) -> _NewFile:
+           progress: Progress | None, *, drop_source_cache: bool = False) -> _NewFile:
     """Write, sync and lock the new file at ``tmp``, copying from ``src``, the file ``view``
-    shows; on failure remove it."""
+    shows; on failure remove it. With ``drop_source_cache``, the old file's cached pages
+    are dropped while the new file syncs (see _sync_dropping)."""
     # Never truncate a file in place: someone may have it mapped. Removed whatever it
     # is (a dangling symlink too), then made anew: a link there must not be followed.
     if fs.lexists(tmp):
@@ -265,7 +268,10 @@ def _write(fs: FileSystem, src: FileHandle, tmp: str, view: View, plans: Sequenc
             sink.append(frame(tag, Kind.TRAILER, Codec.NONE, encode_trailer_payload(commit),
                               TRAILER.size))
         sink.flush()
-        fh.sync()
+        if drop_source_cache:
+            _sync_dropping(fh, src)
+        else:
+            fh.sync()
     except BaseException:
         fh.close()
         # Not in a child forked from a progress callback, unwinding through these frames:
@@ -276,6 +282,24 @@ def _write(fs: FileSystem, src: FileHandle, tmp: str, view: View, plans: Sequenc
         raise
     return _NewFile(fh, sink.end, commit, TocState({e.session_id: e for e in entries}, groups),
                     copies)
+
+
+def _sync_dropping(new: FileHandle, old: FileHandle) -> None:
+    """Sync ``new`` while another thread drops ``old``'s cached pages.
+
+    The kernel frees a replaced file's pages when its last user lets go, a quarter of a
+    compaction's time; dropping them while this thread waits for the disk overlaps the
+    two (about 8% off compacting 620 MB here). Only for a store that syncs its commits:
+    its file's pages are clean, and dropping dirty ones would first write back a file
+    that is about to be deleted. Dropping is advice: the old file still reads the same
+    if the compaction fails.
+    """
+    dropper = threading.Thread(target=old.drop_cache, name="memseg-drop-cache", daemon=True)
+    dropper.start()
+    try:
+        new.sync()
+    finally:
+        dropper.join()
 
 
 def _renamed(fs: FileSystem, path: str, fh: FileHandle) -> bool | None:

@@ -246,6 +246,9 @@ class SimFile:
         self._inode.data = _apply(self._inode.data, op)
         self._inode.pending.append(op)
 
+    def drop_cache(self) -> None:
+        """The simulated disk has no cache to drop: what is durable does not change."""
+
     def sync(self) -> None:
         if self._fs.sync_delay:
             # Like a real fsync, take a while without blocking other threads'

@@ -543,3 +543,33 @@ def test_damaged_live_block_stops_compaction_and_changes_nothing(store_path: Pat
     assert err.value.reason in {"payload_crc", "columns_crc", "blob_crc"}
     assert store_path.read_bytes() == bytes(data)
     assert not Path(str(store_path) + COMPACT_SUFFIX).exists()
+
+
+@pytest.mark.parametrize("sync", ["commit", "none"])
+def test_compaction_drops_the_old_files_cache_only_for_a_store_that_syncs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sync: str) -> None:
+    from memseg.fs import OsFile
+
+    dropped: list[tuple[int, int]] = []
+    real = OsFile.drop_cache
+
+    def recording(self: OsFile) -> None:
+        dropped.append(os.fstat(self._fd)[1:3])  # (inode, device): which file
+        real(self)
+
+    monkeypatch.setattr(OsFile, "drop_cache", recording)
+    path = tmp_path / "s.mseg"
+    with memseg.open(path, "a", sync=sync) as store:  # type: ignore[arg-type]
+        for name in ("keep", "drop"):
+            with store.start_session(name) as rec:
+                rec.record("k", os.urandom(4096))
+        store.archive("drop")
+        old = os.stat(path)
+        store.compact()
+        # A store whose commits were synced has clean pages: they are dropped while the
+        # new file syncs. Another's would first be written back, so they are left alone.
+        assert dropped == ([(old.st_ino, old.st_dev)] if sync == "commit" else [])
+        assert [i.name for i in store.sessions()] == ["keep"]
+    with memseg.open(path) as reader:
+        assert [i.name for i in reader.sessions()] == ["keep"]
+        assert len(reader.session("keep").actions[0].payload) == 4096

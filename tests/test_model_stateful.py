@@ -463,6 +463,9 @@ class _CopyingFile:
     def sync(self) -> None:
         self._inner.sync()
 
+    def drop_cache(self) -> None:
+        self._inner.drop_cache()
+
     def truncate(self, length: int) -> None:
         self._inner.truncate(length)
 

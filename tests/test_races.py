@@ -193,10 +193,10 @@ def test_close_waits_for_a_compaction_in_another_thread(store_path: Path,
     writing, release = threading.Event(), threading.Event()
     real_write = memseg.compactor._write
 
-    def paused_write(*args: Any) -> Any:
+    def paused_write(*args: Any, **kwargs: Any) -> Any:
         writing.set()
         release.wait(10)
-        return real_write(*args)
+        return real_write(*args, **kwargs)
 
     monkeypatch.setattr(memseg.compactor, "_write", paused_write)
     errors: list[BaseException] = []

@@ -292,14 +292,23 @@ def _sync_dropping(new: FileHandle, old: FileHandle) -> None:
     two (about 8% off compacting 620 MB here). Only for a store that syncs its commits:
     its file's pages are clean, and dropping dirty ones would first write back a file
     that is about to be deleted. Dropping is advice: the old file still reads the same
-    if the compaction fails.
+    if the compaction fails (other readers of it, or of a hard link to it, read its pages
+    from disk again). A file handle without ``drop_cache`` (one a caller's ``fs`` made), or
+    a thread that cannot start, leaves the pages to the kernel as before.
     """
-    dropper = threading.Thread(target=old.drop_cache, name="memseg-drop-cache", daemon=True)
-    dropper.start()
+    drop = getattr(old, "drop_cache", None)
+    dropper = None
+    if drop is not None:
+        dropper = threading.Thread(target=drop, name="memseg-drop-cache", daemon=True)
+        try:
+            dropper.start()
+        except RuntimeError:  # no thread to be had (a thread limit, interpreter shutdown)
+            dropper = None
     try:
         new.sync()
     finally:
-        dropper.join()
+        if dropper is not None:
+            dropper.join()
 
 
 def _renamed(fs: FileSystem, path: str, fh: FileHandle) -> bool | None:

@@ -104,7 +104,8 @@ def _still_mapped(buffers: list[Buffer]) -> list[Buffer]:
 
 
 # Errors about the folder a new file goes in, whatever the file's name.
-_FOLDER_ERRORS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EROFS})
+_FOLDER_ERRORS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EROFS,
+                            errno.ELOOP})
 
 def read_view(fs: FileSystem, path: str,
               decoded: DecodedTocs | None = None) -> tuple[View, Located, Buffer]:

@@ -163,10 +163,6 @@ class _StepFile:
     def sync(self) -> None:
         self._fs.step("sync", self._fh.sync)
 
-    def drop_cache(self) -> None:
-        # Not a step: it runs on the compactor's own thread, beside the new file's sync.
-        self._fh.drop_cache()
-
     def truncate(self, length: int) -> None:
         self._fs.step("truncate", lambda: self._fh.truncate(length))
 

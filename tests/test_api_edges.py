@@ -160,3 +160,13 @@ def test_an_error_that_is_not_about_the_folder_keeps_the_name_that_failed(tmp_pa
         memseg.open(path, "a")
     assert caught.value.errno == errno.ENAMETOOLONG
     assert caught.value.filename != str(path) and str(caught.value.filename).endswith(".create-tmp")
+
+
+def test_creating_under_a_symlink_loop_names_the_path_given(tmp_path: Path) -> None:
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    path = loop / "x.mseg"
+    with pytest.raises(OSError) as caught:
+        memseg.open(path, "a")
+    assert caught.value.errno == errno.ELOOP
+    assert caught.value.filename == str(path)

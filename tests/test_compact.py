@@ -573,3 +573,52 @@ def test_compaction_drops_the_old_files_cache_only_for_a_store_that_syncs(
     with memseg.open(path) as reader:
         assert [i.name for i in reader.sessions()] == ["keep"]
         assert len(reader.session("keep").actions[0].payload) == 4096
+
+
+class _HandleWithoutDropCache:
+    """A caller's own file handle, written before handles could drop their cache."""
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        if name == "drop_cache":
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+class _FsWithoutDropCache:
+    def __getattr__(self, name: str) -> object:
+        from memseg.fs import OS_FS
+
+        return getattr(OS_FS, name)
+
+    def open(self, path: str, **how: object) -> object:
+        from memseg.fs import OS_FS
+
+        return _HandleWithoutDropCache(OS_FS.open(path, **how))  # type: ignore[arg-type]
+
+
+def _archive_one_and_compact(store: memseg.Store) -> None:
+    for name in ("keep", "drop"):
+        with store.start_session(name) as rec:
+            rec.record("k", b"x" * 100)
+    store.archive("drop")
+    store.compact()
+    assert [i.name for i in store.sessions()] == ["keep"]
+
+
+def test_compaction_works_with_a_callers_file_handles_that_cannot_drop_their_cache(
+        tmp_path: Path) -> None:
+    with memseg.open(tmp_path / "s.mseg", "a", fs=_FsWithoutDropCache()) as store:  # type: ignore[arg-type]
+        _archive_one_and_compact(store)
+
+
+def test_compaction_syncs_without_a_second_thread_when_none_can_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    with memseg.open(tmp_path / "s.mseg", "a") as store:
+        monkeypatch.setattr(threading.Thread, "start", refuse)
+        _archive_one_and_compact(store)

@@ -463,9 +463,6 @@ class _CopyingFile:
     def sync(self) -> None:
         self._inner.sync()
 
-    def drop_cache(self) -> None:
-        self._inner.drop_cache()
-
     def truncate(self, length: int) -> None:
         self._inner.truncate(length)
 

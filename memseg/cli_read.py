@@ -355,9 +355,13 @@ def _warn(out: Out, path: str, text: str, exc: MemsegError) -> None:
 def _first_action_ns(actions: Actions, info: SessionInfo) -> int:
     """When the session's first action happened: what its times count from. (The time a
     session was created is the store's clock; actions carry the recorder's, which may be
-    given.) If that action cannot be read, the creation time stands in."""
+    given.) Read from its block's timestamp column alone, so no payload is decompressed for
+    it; if that block cannot be read, the creation time stands in."""
     try:
-        return actions[0].ts_ns if len(actions) else info.created_ns
+        holding = np.flatnonzero(actions.refs["actions"])
+        if not len(holding):
+            return info.created_ns
+        return int(actions.block(int(holding[0])).ts[0])
     except MemsegError:
         return info.created_ns
 

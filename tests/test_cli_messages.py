@@ -285,7 +285,7 @@ def test_cat_of_a_missing_result_says_so(capsys: pytest.CaptureFixture[str], tmp
         assert code == 0 and err == "", raw
 
 
-def test_show_times_count_from_creation_when_the_first_action_is_unreadable(
+def test_show_times_count_from_the_first_action_even_when_its_payload_is_damaged(
         capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     path = tmp_path / "d.mseg"
     first = os.urandom(300)  # incompressible: stored as is, so it can be found and damaged
@@ -295,8 +295,16 @@ def test_show_times_count_from_creation_when_the_first_action_is_unreadable(
         rec.flush()
         rec.record("k", b"later", ts_ns=created + 7 * _S + _S // 2)
     data = bytearray(path.read_bytes())
-    data[data.index(first) + 10] ^= 0xFF
-    path.write_bytes(bytes(data))
+    blocks = [r.offset for r in memseg.scan(path) if r.kind == "BLOCK"]
+    damaged = bytearray(data)
+    damaged[damaged.index(first) + 10] ^= 0xFF  # the payload: its timestamp still reads
+    path.write_bytes(bytes(damaged))
     code, out, _ = run(capsys, "show", path, "d")
     assert code == 1 and "blob_crc" in out  # the damaged block is reported...
-    assert _at(out) == {1: "+7.5s"}  # ...and the rest still shows, timed from the creation
+    assert _at(out) == {1: "+6.5s"}  # ...and the rest still shows, timed from action 0
+    damaged = bytearray(data)
+    damaged[blocks[0] + 32 + 72] ^= 0xFF  # action 0's timestamp: the block's columns
+    path.write_bytes(bytes(damaged))
+    code, out, _ = run(capsys, "show", path, "d")
+    assert code == 1 and "columns_crc" in out
+    assert _at(out) == {1: "+7.5s"}  # no first action to count from: the creation stands in

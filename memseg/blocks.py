@@ -86,6 +86,11 @@ def encode_block(
     return head[:BLOCK_COLUMNS_CRC_SPAN] + ccrc.to_bytes(4, "little") + columns + _pad(blob) + ck
 
 
+def kind_names(kinds: Sequence[str]) -> npt.NDArray[np.object_]:
+    """Kind names as `BlockView.actions` takes them."""
+    return np.asarray(kinds, dtype=object)
+
+
 class BlockView:
     """One block's columns viewed in place, its payloads decompressed on demand."""
 
@@ -150,11 +155,10 @@ class BlockView:
             self._blob_bytes = raw
         return self._blob_bytes
 
-    def actions(self, lo: int, hi: int,
-                kinds: Sequence[str] | npt.NDArray[np.object_]) -> list[Action]:
+    def actions(self, lo: int, hi: int, kinds: npt.NDArray[np.object_]) -> list[Action]:
         """Actions ``lo``..``hi`` of the block (block-relative), built in one pass. ``kinds``
-        names the kind codes; as an object array (made once per session) its names are
-        taken in one numpy call."""
+        names the kind codes, as an object array (`kind_names`, made once per session), so
+        they are taken in one numpy call."""
         if lo >= hi:
             return []
         blob = self.blob()
@@ -179,9 +183,7 @@ class BlockView:
             for i, s, e in zip(with_result.tolist(), rstarts[with_result].tolist(),
                                rends[with_result].tolist(), strict=True):
                 results[i] = blob[s:e]
-        codes = self.kinds[lo:hi]
-        names = (kinds[codes].tolist() if isinstance(kinds, np.ndarray)
-                 else [kinds[c] for c in codes.tolist()])
+        names = kinds[self.kinds[lo:hi]].tolist()
         seqs = range(self.first_seq + lo, self.first_seq + hi)
         return list(map(Action, seqs, self.ts[lo:hi].tolist(), names, payloads, results,
                         ptypes, rtypes))

@@ -17,7 +17,7 @@ from types import TracebackType
 
 import numpy as np
 
-from memseg.blocks import BlockView
+from memseg.blocks import BlockView, kind_names
 from memseg.codec import crc32c
 from memseg.container import (
     Commit,
@@ -286,7 +286,7 @@ class _Checker:
     def values(self, block: BlockView) -> None:
         """Every payload, result and snapshot must decode as its stored type: CRCs only
         say the bytes are the ones written, not that a reader can use them."""
-        placeholders = [""] * (int(block.kinds.max()) + 1 if block.count else 0)
+        placeholders = kind_names([""] * (int(block.kinds.max()) + 1 if block.count else 0))
         try:
             for action in block.actions(0, block.count, placeholders):
                 action.value()

@@ -101,6 +101,10 @@ class State(IntEnum):
     ARCHIVED = 3
 
 
+# Decoders look states up here: a dict look-up costs less than State(code).
+STATE_OF_CODE = {int(s): s for s in State}
+
+
 FLAG_HAS_ENDED = 0x01
 
 # --- 5. Session records (SPEC.md "SESSION", "SNAPSHOT", "INDEX") -------------

@@ -23,12 +23,11 @@ from memseg.format import (
     MAX_STATUS,
     SESSION_HEADER,
     SNAPSHOT_HEADER,
+    STATE_OF_CODE,
     State,
 )
 
 BlockRefs = npt.NDArray[np.void]
-_STATE_OF = {int(s): s for s in State}  # a dict look-up costs less than State(x)
-_STATES = frozenset(_STATE_OF)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +110,7 @@ def decode_snapshot(payload: bytes, offset: int) -> Snapshot:
      ended, index_off, stored, last_block, index_blocks, recent_count) = SNAPSHOT_HEADER.unpack_from(
         payload)
     # Counts below 2**63: a session's length must be a Python index (len() of its actions).
-    if (state not in _STATES or flags > 3 or kind_count > MAX_KINDS or status_len > MAX_STATUS
+    if (state not in STATE_OF_CODE or flags > 3 or kind_count > MAX_KINDS or status_len > MAX_STATUS
             or actions >> 63 or ckpts >> 63):
         raise CorruptError("snapshot_layout", "state, flags or counts", offset=offset)
     if not FILE_HEADER.size <= sess_off < offset or (index_off and not sess_off < index_off < offset):
@@ -142,8 +141,9 @@ def decode_snapshot(payload: bytes, offset: int) -> Snapshot:
                            expected=pos + status_len, actual=size)
     status = utf8(payload[pos:], offset, "status") if flags & 2 else None
     return Snapshot(
-        uuid.UUID(int=int.from_bytes(sid)), sess_off, _STATE_OF[state], status, actions, ckpts, created, last,
-        ended if flags & FLAG_HAS_ENDED else None, index_off, index_blocks, stored, last_block,
+        uuid.UUID(int=int.from_bytes(sid)), sess_off, STATE_OF_CODE[state], status, actions,
+        ckpts, created, last, ended if flags & FLAG_HAS_ENDED else None, index_off,
+        index_blocks, stored, last_block,
         recent_count, tuple(kinds), tuple(counts.tolist()),
     )
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from memseg.blocks import BlockView
+from memseg.blocks import BlockView, kind_names
 from memseg.codec import decode_value, json_object
 from memseg.container import Commit
 from memseg.errors import MemsegError
@@ -313,6 +313,7 @@ def _write_session(store: Store, m: Mapped, plan: _Plan, tick: Callable[[int], N
          for c in view(ref).checkpoints()),
         key=lambda c: (c.at_seq, c.id))
     names = list(plan.kinds)
+    named = kind_names(names)  # made again only when placeholders extend ``names``
     retyped: list[int] = []  # one entry per value kept as bytes
     ci = 0
     for ref in chosen:
@@ -322,8 +323,10 @@ def _write_session(store: Store, m: Mapped, plan: _Plan, tick: Callable[[int], N
         block = view(ref)
         top = int(block.kinds.max()) if block.count else -1
         # Codes past the newest surviving kind dictionary get a placeholder name.
-        names += [f"unknown-kind-{code}" for code in range(len(names), top + 1)]
-        for action in block.actions(0, block.count, names):
+        if top >= len(names):
+            names += [f"unknown-kind-{code}" for code in range(len(names), top + 1)]
+            named = kind_names(names)
+        for action in block.actions(0, block.count, named):
             while ci < len(checkpoints) and checkpoints[ci].at_seq <= action.seq:
                 _copy_checkpoint(rec, checkpoints[ci], retyped)
                 ci += 1

@@ -326,15 +326,10 @@ class Store:
     def kind_counts(self) -> dict[str, int]:
         """Actions per kind over every session, from their snapshots (no block is read)."""
         view = self._current()
-        # Sessions that recorded the same kinds in the same order share a dictionary;
-        # their counts are summed column by column, not kind by kind per session.
-        by_kinds: dict[tuple[str, ...], list[tuple[int, ...]]] = {}
+        total: dict[str, int] = {}
         for entry in view.entries.values():
             snap = read_snapshot(view, entry)
-            by_kinds.setdefault(snap.kinds, []).append(snap.kind_counts)
-        total: dict[str, int] = {}
-        for kinds, rows in by_kinds.items():
-            for kind, count in zip(kinds, map(sum, zip(*rows, strict=True)), strict=True):
+            for kind, count in zip(snap.kinds, snap.kind_counts, strict=True):
                 if count:
                     total[kind] = total.get(kind, 0) + count
         return total

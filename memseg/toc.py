@@ -20,6 +20,7 @@ from memseg.format import (
     MAX_NAME,
     MAX_PAYLOAD,
     MAX_STATUS,
+    STATE_OF_CODE,
     TOC_ENTRY,
     TOC_HEADER,
     TOC_RUN,
@@ -32,8 +33,6 @@ from memseg.framing import read_record
 FLAG_HAS_NAME = 0x02
 FLAG_HAS_STATUS = 0x04
 _KNOWN_FLAGS = FLAG_HAS_ENDED | FLAG_HAS_NAME | FLAG_HAS_STATUS
-_STATE_OF = {int(s): s for s in State}
-_STATES = frozenset(_STATE_OF)
 
 # Entry bytes (fixed part and strings) one TOC record holds at most. A commit whose
 # entries need more writes them across several records, the earlier ones named as
@@ -203,7 +202,7 @@ def decode_toc(payload: bytes, offset: int) -> tuple[list[Run], list[TocEntry]]:
     for fields in TOC_ENTRY.iter_unpack(payload[pos:heap_pos]):
         (sid, snap, sess, created, last, ended, actions, ckpts, stored, state, flags,
          name_len, status_len, res1, meta_len, res2) = fields
-        if state not in _STATES or flags & ~_KNOWN_FLAGS or res1 or res2:
+        if state not in STATE_OF_CODE or flags & ~_KNOWN_FLAGS or res1 or res2:
             raise CorruptError("toc_entry", "bad state, flags or reserved field", offset=offset)
         if not FILE_HEADER.size <= sess <= snap < offset:
             raise CorruptError("bad_reference", "TOC entry's record offsets", offset=offset,
@@ -227,7 +226,7 @@ def decode_toc(payload: bytes, offset: int) -> tuple[list[Run], list[TocEntry]]:
         heap_pos = end
         entries.append(TocEntry(
             new_id(int=from_bytes(sid)), snap, sess, created, last,
-            ended if flags & FLAG_HAS_ENDED else None, actions, ckpts, stored, _STATE_OF[state],
+            ended if flags & FLAG_HAS_ENDED else None, actions, ckpts, stored, STATE_OF_CODE[state],
             name if flags & FLAG_HAS_NAME else None,
             status if flags & FLAG_HAS_STATUS else None, meta,
         ))

@@ -17,7 +17,7 @@ from typing import overload
 import numpy as np
 import numpy.typing as npt
 
-from memseg.blocks import BlockView
+from memseg.blocks import BlockView, kind_names
 from memseg.codec import json_object
 from memseg.container import Commit, FileHeader, Located, Reader, locate_commit
 from memseg.errors import CorruptError
@@ -338,7 +338,7 @@ class Actions:
     def _names(self) -> npt.NDArray[np.object_]:
         """The kind names as an object array, made once: reading actions takes from it."""
         if self._kind_array is None:
-            self._kind_array = np.asarray(self.kinds, dtype=object)
+            self._kind_array = kind_names(self.kinds)
         return self._kind_array
 
     @overload
